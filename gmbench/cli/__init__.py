@@ -1,0 +1,38 @@
+"""``python -m gmbench``: run suites, list what exists, render tables, data tools.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)``
+which sets ``func(args) -> exit code``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from . import core, data  # noqa: F401  (sub-command modules, in help order)
+
+COMMANDS = (core, data)
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gmbench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMANDS:
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from ..config import ConfigError
+    from ..registry import UnknownNameError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UnknownNameError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG

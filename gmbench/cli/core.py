@@ -1,0 +1,95 @@
+"""``run``, ``list`` and ``table`` sub-commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    r = sub.add_parser("run", help="run every row of a suite (default: the demo suite)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("--suite", default="demo", help="suite name (configs/suites/NAME.yaml) or a YAML path")
+    r.add_argument("--out", default="results", help="output directory; results go to OUT/SUITE/")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value for every row, e.g. --set train.epochs=2")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    r.add_argument("--dry-run", action="store_true", help="print the resolved plan; touch no data")
+    r.add_argument("--format", default="csv,md", help="table formats: any of csv,md,tex")
+    r.add_argument("--resume", action="store_true",
+                   help="continue unfinished runs from their last checkpoint (also the default)")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="list suites, methods and datasets")
+    ls.set_defaults(func=cmd_list)
+
+    t = sub.add_parser("table", help="re-render the tables of OUT/SUITE from runs.jsonl alone")
+    t.add_argument("suite_dir", help="e.g. results/demo")
+    t.add_argument("--format", default="csv,md", help="any of csv,md,tex")
+    t.set_defaults(func=cmd_table)
+
+
+def _formats(text: str):
+    from ..config import ConfigError
+    fmts = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in ("csv", "md", "tex")]
+    if bad:
+        raise ConfigError(f"--format: unknown format(s) {', '.join(bad)}; choose from csv, md, tex")
+    return fmts
+
+
+def cmd_run(args) -> int:
+    from .. import config as C
+    from .. import runner
+    from ..utils import dist
+    from ..utils.env import resolve_device
+    fmts = _formats(args.format)
+    suite = runner.load_suite(args.suite)
+    runs = runner.plan(suite, C.parse_set(args.overrides), device=args.device)
+    out = Path(args.out)
+    if args.dry_run:
+        print(runner.describe_plan(suite, runs, out))
+        return 0
+    dist.init_from_env(str(resolve_device(runs[0].cfg.device)) if runs else "cpu")
+    log = print if dist.is_main() else (lambda *a, **k: None)
+    try:
+        suite_dir = runner.run_suite(suite, runs, out, fmts, log=log)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  (one clean line for known failures)
+        from ..engine import Interrupted, TrainingDiverged
+        if isinstance(e, Interrupted):
+            print(f"error: {e}", file=sys.stderr)
+            return 128 + e.signum
+        if isinstance(e, (TrainingDiverged, FileNotFoundError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+    if dist.is_main():
+        for f in fmts:
+            print(f"wrote {suite_dir / f'table.{f}'}")
+        print((suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else "")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from ..config import available
+    from ..registry import list_datasets, list_models
+    print("suites:   " + ", ".join(available("suites")))
+    print("methods:  " + ", ".join(available("methods")) + "   (method configs)")
+    print("models:   " + ", ".join(list_models()) + "   (registered methods)")
+    print("datasets: " + ", ".join(list_datasets()))
+    return 0
+
+
+def cmd_table(args) -> int:
+    from ..tables import write_tables
+    d = Path(args.suite_dir)
+    if not (d / "runs.jsonl").exists():
+        print(f"error: {d / 'runs.jsonl'} not found; give the suite directory, e.g. results/demo",
+              file=sys.stderr)
+        return 2
+    for p in write_tables(d, _formats(args.format)):
+        print(f"wrote {p}")
+    return 0

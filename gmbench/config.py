@@ -1,0 +1,224 @@
+"""Layered, validated configuration.
+
+Layers, later wins: configs/defaults.yaml → configs/datasets/<dataset>.yaml →
+configs/methods/<method>.yaml → suite ``defaults`` → suite row ``set`` → ``--set``.
+The ``data:`` block is validated by the registered dataset's config class and the
+``model:`` block by the registered method's, so every key is checked (path, type,
+nearest valid keys) before any work starts.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .registry import DATASETS, METHODS, UnknownNameError
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the CLI prints it and exits with code 2."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    betas: List[float] = [0.9, 0.999]
+    backbone_lr_mult: float = 1.0
+    scheduler: Literal["step", "none"] = "step"
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+class TrainConfig(_Strict):
+    epochs: int = 1
+    batch_size: int = 32            # per process (rank)
+    global_batch_size: Optional[int] = None  # checked against batch_size × world size
+    clip_grad_norm: Optional[float] = None
+    amp: bool = True                # used on CUDA only
+    amp_dtype: Literal["float16", "bfloat16"] = "bfloat16"
+    deterministic: bool = False
+    ckpt_every_steps: int = 0       # 0: only at the end of each epoch
+    keep_last: int = 2
+    max_bad_steps: int = 5          # consecutive non-finite losses before aborting
+    log_every: int = 50
+
+
+class EvalConfig(_Strict):
+    threshold: float = 0.5
+    top_k: int = 3
+    ap: Literal["noninterpolated", "voc_interpolated"] = "noninterpolated"
+    topk_mode: Literal["threshold", "pure"] = "threshold"
+    batch_size: Optional[int] = None
+
+
+class RunConfig(_Strict):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: Any
+    model: Any
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def config_root() -> Path:
+    env = os.environ.get("GMBENCH_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(doc).__name__}")
+    return doc
+
+
+def available(kind: str) -> List[str]:
+    """Config names under configs/<kind>/ (methods, datasets, suites)."""
+    return sorted(p.stem for p in (config_root() / kind).glob("*.yaml"))
+
+
+def named_yaml(kind: str, name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = config_root() / kind / f"{name}.yaml"
+    if not path.exists():
+        choices = available(kind)
+        close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"unknown {kind[:-1]} {name!r}.{hint} Valid: {', '.join(choices)}.")
+    return path
+
+
+def deep_merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def dotted_to_nested(flat: Dict[str, Any]) -> Dict[str, Any]:
+    """{"optim.lr": 0.1} → {"optim": {"lr": 0.1}}; nested values pass through."""
+    out: Dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = str(key).split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} descends into a non-mapping value")
+        node[parts[-1]] = value
+        # an override of a whole mapping merges into it
+    return out
+
+
+def parse_set(items: List[str]) -> Dict[str, Any]:
+    """``["optim.lr=0.1", "model.dims=[256,128]"]`` → nested dict (values parsed as YAML)."""
+    flat = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            flat[key.strip()] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            flat[key.strip()] = raw
+    return dotted_to_nested(flat)
+
+
+
+def _explain(err: ValidationError, model_cls, prefix: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [x for x in e["loc"]]
+        path = ".".join([prefix] + [str(x) for x in loc]) if prefix else ".".join(map(str, loc))
+        if e["type"] == "extra_forbidden":
+            parent = model_cls
+            for part in loc[:-1]:
+                f = getattr(parent, "model_fields", {}).get(part)
+                parent = getattr(f, "annotation", None) if f else None
+            valid = sorted(getattr(parent, "model_fields", {}) or [])
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            lines.append(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(valid)}")
+        else:
+            lines.append(f"config key {path!r}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _validate_block(cls, block: Any, prefix: str):
+    if not isinstance(block, dict):
+        raise ConfigError(f"config key {prefix!r} must be a mapping, got {block!r}")
+    try:
+        return cls.model_validate(block)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, cls, prefix)) from None
+
+
+def validate(raw: Dict[str, Any]) -> RunConfig:
+    """Check every key and type of a merged config; returns the typed config."""
+    raw = dict(raw)
+    valid_top = list(RunConfig.model_fields)
+    for k in raw:
+        if k not in valid_top:
+            close = difflib.get_close_matches(str(k), valid_top, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"unknown config key {k!r}.{hint} Valid keys: {', '.join(valid_top)}")
+    blocks = {}
+    for key, registry in (("data", DATASETS), ("model", METHODS)):
+        block = raw.get(key)
+        if not isinstance(block, dict) or "name" not in block:
+            raise ConfigError(f"config key '{key}.name' is required "
+                              f"(one of: {', '.join(registry.names())})")
+        try:
+            entry = registry.get(block["name"])
+        except UnknownNameError as e:
+            raise ConfigError(f"config key '{key}.name': {e}") from None
+        blocks[key] = _validate_block(entry.config, block, key)
+    rest = {k: v for k, v in raw.items() if k not in ("data", "model")}
+    try:
+        cfg = RunConfig.model_validate({**rest, "data": {}, "model": {}})
+    except ValidationError as e:
+        raise ConfigError(_explain(e, RunConfig, "")) from None
+    cfg.data, cfg.model = blocks["data"], blocks["model"]
+    return cfg
+
+
+def compose(method: str, dataset: str, *overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Merge the layers for one (method config, dataset config) pair; not yet validated."""
+    merged = load_yaml(config_root() / "defaults.yaml")
+    for layer in (load_yaml(named_yaml("datasets", dataset)), load_yaml(named_yaml("methods", method)),
+                  *overrides):
+        merged = deep_merge(merged, layer or {})
+    return merged
+
+
+def to_dict(cfg: RunConfig) -> Dict[str, Any]:
+    """Plain, JSON-ready view of a validated config (for run records)."""
+    out = cfg.model_dump(mode="json")
+    out["data"] = cfg.data.model_dump(mode="json")
+    out["model"] = cfg.model.model_dump(mode="json")
+    return out
+
+

@@ -1,0 +1,134 @@
+"""Torch dataset over a LabelSet, and the collate that builds the batch dict
+documented in ``gmbench.models.base``."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision import tv_tensors
+
+from .base import LabelSet
+
+
+class BadImageError(RuntimeError):
+    pass
+
+
+def map_difficult(targets: np.ndarray, mode: str) -> np.ndarray:
+    """Training targets: -1 (difficult only) → 1, 0 or kept as -1 (ignored in the loss)."""
+    if mode == "positive":
+        return np.where(targets < 0, 1, targets).astype(np.float32)
+    if mode == "negative":
+        return np.where(targets < 0, 0, targets).astype(np.float32)
+    if mode == "ignore":
+        return targets.astype(np.float32)
+    raise ValueError(f"data.difficult must be positive, negative or ignore, got {mode!r}")
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Item i → dict(image [3,H,W], target [C], target_raw [C], index, boxes [k,4] norm).
+
+    target:     training target after the ``difficult`` mapping (float, may hold -1).
+    target_raw: the dataset's own 1 / 0 / -1, for evaluation.
+    boxes:      annotation (or instance-source) boxes, normalised xyxy after the
+                transform; only when ``with_boxes``.
+    A missing or corrupt image raises BadImageError naming the file, or, with
+    ``skip_bad_images``, yields None, which ``collate`` drops and counts.
+    """
+
+    def __init__(self, labels: LabelSet, transform: Callable, difficult: str = "ignore",
+                 skip_bad_images: bool = False, with_boxes: bool = False,
+                 box_source: Optional[Callable[[int, int, int], np.ndarray]] = None,
+                 instance_source=None):
+        self.labels = labels
+        self.transform = transform
+        self.targets = map_difficult(labels.targets, difficult)
+        self.skip_bad_images = skip_bad_images
+        self.with_boxes = with_boxes
+        self.box_source = box_source
+        self.instance_source = instance_source
+        if with_boxes and box_source is None and labels.boxes is None and instance_source is None:
+            raise ValueError("this method needs instance boxes, but the dataset has no box "
+                             "annotations; use an instance cache (gmbench extract)")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _open(self, i: int) -> Optional[Image.Image]:
+        path = self.labels.image_paths[i]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            if self.skip_bad_images:
+                return None
+            raise BadImageError(
+                f"cannot read image {path} ({type(e).__name__}: {e}). Run `python -m gmbench "
+                f"data check` to list every bad file, or set data.skip_bad_images=true") from None
+
+    def _boxes_px(self, i: int, w: int, h: int) -> np.ndarray:
+        if self.box_source is not None:
+            return self.box_source(i, w, h)
+        b = self.labels.boxes[i].astype(np.float32)
+        if self.labels.sizes is not None:  # annotation pixels may refer to another scale
+            sw, sh = self.labels.sizes[i]
+            b = b * np.array([w / sw, h / sh, w / sw, h / sh], dtype=np.float32)
+        return b
+
+    def __getitem__(self, i: int):
+        img = self._open(i)
+        if img is None:
+            return None
+        item = {"target": torch.from_numpy(self.targets[i]),
+                "target_raw": torch.from_numpy(self.labels.targets[i].astype(np.float32)),
+                "index": i}
+        if self.instance_source is not None:
+            inst = self.instance_source[i]
+            item["boxes"] = torch.as_tensor(inst["boxes"], dtype=torch.float32)
+            item["inst_feat"] = torch.as_tensor(inst["feat"], dtype=torch.float32)
+            item["image"] = self.transform(img)
+        elif self.with_boxes:
+            w, h = img.size
+            bb = tv_tensors.BoundingBoxes(torch.from_numpy(self._boxes_px(i, w, h)).reshape(-1, 4),
+                                          format="XYXY", canvas_size=(h, w))
+            image, bb = self.transform(img, bb)
+            H, W = image.shape[-2:]
+            b = bb.as_subclass(torch.Tensor) / torch.tensor([W, H, W, H], dtype=torch.float32)
+            keep = ((b[:, 2] - b[:, 0]) * W >= 1) & ((b[:, 3] - b[:, 1]) * H >= 1)
+            item["image"], item["boxes"] = image, b[keep]
+        else:
+            item["image"] = self.transform(img)
+        return item
+
+
+def collate(samples: List[Optional[dict]]) -> dict:
+    """Stack items; pad ragged boxes/features to the batch max M with a mask."""
+    n_skipped = sum(s is None for s in samples)
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        return {"n_skipped": n_skipped, "empty": True}
+    batch = {
+        "image": torch.stack([s["image"] for s in samples]),
+        "target": torch.stack([s["target"] for s in samples]),
+        "target_raw": torch.stack([s["target_raw"] for s in samples]),
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
+        "n_skipped": n_skipped,
+    }
+    if "boxes" in samples[0]:
+        m = max(1, max(len(s["boxes"]) for s in samples))
+        b = len(samples)
+        boxes = torch.zeros(b, m, 4)
+        mask = torch.zeros(b, m, dtype=torch.bool)
+        for j, s in enumerate(samples):
+            k = len(s["boxes"])
+            boxes[j, :k], mask[j, :k] = s["boxes"], True
+        batch["boxes"], batch["box_mask"] = boxes, mask
+        if "inst_feat" in samples[0]:
+            d = samples[0]["inst_feat"].shape[-1]
+            feat = torch.zeros(b, m, d)
+            for j, s in enumerate(samples):
+                feat[j, :len(s["inst_feat"])] = s["inst_feat"]
+            batch["inst_feat"] = feat
+    return batch

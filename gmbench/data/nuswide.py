@@ -1,0 +1,147 @@
+"""NUS-WIDE (81 concepts) from its official text files.
+
+Image lists use Windows back-slash paths and may have CRLF line ends; labels are
+one 0/1 per line per concept file, aligned with the split's image list.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Literal
+
+import numpy as np
+
+from gmbench.data.base import DataConfig, DatasetSpec, LabelSet
+from gmbench.registry import register_dataset
+
+NUSWIDE_LAYOUT = """\
+ROOT/
+  Concepts81.txt                      (or ConceptsList/Concepts81.txt; one concept per line)
+  ImageList/TrainImagelist.txt, TestImagelist.txt      (e.g. actor\\0001_2124494179.jpg)
+  Groundtruth/TrainTestLabels/Labels_<concept>_Train.txt, Labels_<concept>_Test.txt
+  Flickr/actor/0001_2124494179.jpg ...  (image folder; data.image_dir changes the name)"""
+
+# Split name → the capitalised word in the official file names.
+_SPLIT_WORD = {"train": "Train", "test": "Test"}
+
+
+class NUSWIDEConfig(DataConfig):
+    name: Literal["nuswide"] = "nuswide"
+    train_split: str = "train"
+    test_split: str = "test"
+    # False: the official split with every listed image (161,789 / 107,859, the paper's
+    # counts). True: drop images with no positive concept (~125k / ~84k, the other
+    # convention in the literature).
+    drop_unlabeled: bool = False
+    # Folder under ROOT that holds the images, addressed by the listed relative path.
+    image_dir: str = "Flickr"
+
+
+def _lines(path: Path) -> List[str]:
+    """Non-empty lines with CR/LF and surrounding whitespace stripped."""
+    # The lists are plain ASCII; latin-1 never fails, so an odd byte cannot abort a read.
+    text = path.read_bytes().decode("latin-1")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def find_concepts_file(root: Path) -> Path:
+    for cand in (root / "Concepts81.txt", root / "ConceptsList" / "Concepts81.txt"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"no Concepts81.txt under {root} (also looked in ConceptsList/). "
+                            f"Expected layout:\n{NUSWIDE_LAYOUT}")
+
+
+def read_concepts(root: Path) -> List[str]:
+    path = find_concepts_file(root)
+    names = _lines(path)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: a concept is listed twice; the file is damaged")
+    if not names:
+        raise ValueError(f"{path}: no concept names found")
+    return names
+
+
+def normalise_image_path(entry: str) -> str:
+    """'actor\\\\0001_2.jpg' → 'actor/0001_2.jpg'; an absolute Windows path such as
+    'C:\\\\ImageData\\\\Flickr\\\\actor\\\\x.jpg' (Imagelist.txt style) keeps the part after 'Flickr/'."""
+    p = entry.strip().replace("\\", "/")
+    if len(p) > 1 and p[1] == ":" and "/Flickr/" in p:
+        p = p.split("/Flickr/", 1)[1]
+    return p.lstrip("/")
+
+
+def read_image_list(path: Path) -> List[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing NUS-WIDE image list {path}. "
+                                f"Expected layout:\n{NUSWIDE_LAYOUT}")
+    ids = [normalise_image_path(ln) for ln in _lines(path)]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: an image is listed twice; the file is damaged")
+    return ids
+
+
+def read_label_column(path: Path, n: int) -> np.ndarray:
+    """int8 [n] of 0/1 from one Labels_<concept>_<Split>.txt."""
+    if not path.is_file():
+        raise FileNotFoundError(f"missing NUS-WIDE label file {path}. "
+                                f"Expected layout:\n{NUSWIDE_LAYOUT}")
+    vals = _lines(path)
+    if len(vals) != n:
+        raise ValueError(f"{path}: {len(vals)} labels but the image list has {n} images; "
+                         f"the label and list files must come from the same release")
+    bad = [(i, v) for i, v in enumerate(vals, 1) if v not in ("0", "1")]
+    if bad:
+        i, v = bad[0]
+        raise ValueError(f"{path}: value {v!r} in label line {i}; expected 0 or 1")
+    return np.frombuffer("".join(vals).encode("ascii"), dtype=np.uint8).astype(np.int8) - 48
+
+
+@register_dataset("nuswide", config=NUSWIDEConfig)
+class NUSWIDE(DatasetSpec):
+    """NUS-WIDE; image id = listed relative path with '/' separators."""
+    name = "nuswide"
+    splits = ("train", "test")
+    expected_counts = {"train": 161789, "test": 107859}
+    layout = NUSWIDE_LAYOUT
+
+    def expected_counts_for(self, cfg: DataConfig) -> Dict[str, int]:
+        # Unlabeled-dropped counts differ slightly between releases; no official figure.
+        return {} if getattr(cfg, "drop_unlabeled", False) else dict(self.expected_counts)
+
+    def _check_split(self, split: str) -> None:
+        if split not in _SPLIT_WORD:
+            raise ValueError(f"nuswide has no split {split!r}; valid: train, test")
+
+    def _list_path(self, root: Path, split: str) -> Path:
+        return root / "ImageList" / f"{_SPLIT_WORD[split]}Imagelist.txt"
+
+    def _label_path(self, root: Path, concept: str, split: str) -> Path:
+        return (root / "Groundtruth" / "TrainTestLabels"
+                / f"Labels_{concept}_{_SPLIT_WORD[split]}.txt")
+
+    def expected_files(self, root: Path, split: str, cfg: DataConfig) -> List[Path]:
+        self._check_split(split)
+        root = Path(root).expanduser()
+        try:
+            concepts_file = find_concepts_file(root)
+            concepts = read_concepts(root)
+        except (FileNotFoundError, ValueError):
+            return [root / "Concepts81.txt", self._list_path(root, split)]
+        return [concepts_file, self._list_path(root, split)] + \
+            [self._label_path(root, c, split) for c in concepts]
+
+    def read_labels(self, root: Path, split: str, cfg: DataConfig) -> LabelSet:
+        self._check_split(split)
+        root = Path(root).expanduser()
+        concepts = read_concepts(root)
+        ids = read_image_list(self._list_path(root, split))
+        targets = np.zeros((len(ids), len(concepts)), dtype=np.int8)
+        for j, c in enumerate(concepts):
+            targets[:, j] = read_label_column(self._label_path(root, c, split), len(ids))
+        if getattr(cfg, "drop_unlabeled", False):
+            keep = np.flatnonzero(targets.max(axis=1, initial=0) > 0)
+            ids = [ids[i] for i in keep]
+            targets = targets[keep]
+        image_dir = root / getattr(cfg, "image_dir", "Flickr")
+        return LabelSet(image_ids=ids, class_names=concepts, targets=targets,
+                        image_paths=[image_dir / i for i in ids])

@@ -1,0 +1,198 @@
+"""The ``detector`` instance source: torchvision Faster R-CNN (ResNet-50-FPN), frozen.
+
+Per image it keeps the top-m detections by score, each with its box, class,
+score and the 1024-d box-head feature (TwoMLPHead output) *of the proposal the
+detection was decoded from*: that row is exactly what the box predictor saw
+when it scored the detection.  To know that row we run the ROI stages
+ourselves and keep, through score filtering and NMS, the proposal index of
+every candidate (``postprocess_with_index``); with ``unique_proposals=False``
+it returns exactly torchvision's detections (tested against the stock model).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, field_validator
+from torchvision.models.detection import FasterRCNN, FasterRCNN_ResNet50_FPN_Weights
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops import batched_nms, boxes as box_ops
+
+from ..models.backbone import load_state_dict_file
+from .cache import file_sha256
+
+_COCO_ENUM = "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"
+
+
+class DetectorConfig(BaseModel):
+    """Settings of the detector source (all of them enter the cache identity)."""
+    model_config = ConfigDict(extra="forbid")
+
+    weights: str = "coco"            # coco | none (seeded random) | /path/to/state_dict.pth
+    seed: int = 0                    # init seed for weights=none
+    min_size: int = 800              # torchvision's resize: shorter side ...
+    max_size: int = 1333             # ... capped so the longer side stays <= max_size
+    score_thresh: float = 0.0        # 0 → every candidate counts, so m exist when proposals do
+    nms_thresh: float = 0.5
+    rpn_pre_nms_top_n: int = 1000
+    rpn_post_nms_top_n: int = 1000
+    # True: one detection per proposal (its best foreground class) before NMS, so
+    # the m instances are m distinct regions; False: torchvision's per-class output.
+    unique_proposals: bool = True
+
+    @field_validator("min_size", "max_size", "rpn_pre_nms_top_n", "rpn_post_nms_top_n")
+    @classmethod
+    def _positive(cls, v: int, info) -> int:
+        if v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+
+def _weights_state(weights: str):
+    """(state dict or None, identity string) for ``--weights``."""
+    if weights == "none":
+        return None, "random-init"
+    if weights == "coco":
+        enum = FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+        try:
+            return enum.get_state_dict(progress=False), f"torchvision:{_COCO_ENUM}"
+        except Exception as e:  # no internet and nothing in the hub cache
+            raise RuntimeError(
+                f"could not obtain torchvision weights {_COCO_ENUM} ({e}). Put the file "
+                f"{Path(enum.url).name} into {torch.hub.get_dir()}/checkpoints, pass "
+                f"--weights /path/to/that.pth, or --weights none (random, for tests)") from None
+    path = Path(weights).expanduser().resolve()
+    state = load_state_dict_file(str(path))
+    return state, f"file:{path.name}#sha256:{file_sha256(path)[:16]}"
+
+
+def build_detector(cfg: DetectorConfig, top_m: int):
+    """Frozen Faster R-CNN in eval mode. Returns (model, weights identity, class names or None)."""
+    state, ident = _weights_state(cfg.weights)
+    num_classes = 91
+    if state is not None and "roi_heads.box_predictor.cls_score.weight" in state:
+        num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0])
+    if state is None:
+        torch.manual_seed(cfg.seed)  # every rank builds the same random detector
+        ident = f"random-init:seed={cfg.seed}"
+    # FrozenBatchNorm2d always (as torchvision does for trained weights), so a
+    # checkpoint's BN buffers load strictly and random init behaves the same.
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=0)
+    model = FasterRCNN(backbone, num_classes=num_classes, min_size=cfg.min_size,
+                       max_size=cfg.max_size, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n,
+                       rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
+                       box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
+                       box_detections_per_img=top_m)
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights {cfg.weights} do not fit fasterrcnn_resnet50_fpn: missing "
+                             f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+    model.eval().requires_grad_(False)
+    names = None
+    if num_classes == 91:
+        names = list(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+    return model, ident, names
+
+
+def postprocess_with_index(roi_heads, class_logits: torch.Tensor, box_regression: torch.Tensor,
+                           proposals: List[torch.Tensor], image_shapes, unique: bool) -> List[dict]:
+    """torchvision's detection post-processing, keeping each detection's proposal row.
+
+    class_logits [P, K], box_regression [P, 4K] for the P = sum P_i proposals of
+    the batch.  Returns per image dict(boxes [d,4] in resized-image pixels,
+    scores [d], labels [d], rows [d]) with rows indexing the P box-head
+    features, sorted by descending score, d <= roi_heads.detections_per_img.
+    """
+    n_cls = class_logits.shape[-1]
+    counts = [len(p) for p in proposals]
+    pred_boxes = roi_heads.box_coder.decode(box_regression, proposals)  # [P, K, 4]
+    pred_scores = F.softmax(class_logits, -1)
+    out, first = [], 0
+    for boxes, scores, shape, n in zip(pred_boxes.split(counts), pred_scores.split(counts),
+                                       image_shapes, counts):
+        boxes = box_ops.clip_boxes_to_image(boxes, shape)
+        rows = torch.arange(first, first + n, device=boxes.device)
+        first += n
+        if unique:  # the best foreground class of each proposal
+            scores, labels = scores[:, 1:].max(dim=1)
+            labels = labels + 1
+            boxes = boxes[torch.arange(n, device=boxes.device), labels]
+        else:  # every (proposal, foreground class) pair is a candidate
+            labels = torch.arange(1, n_cls, device=boxes.device).repeat(n)
+            rows = rows.repeat_interleave(n_cls - 1)
+            boxes, scores = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1)
+        keep = torch.where(scores > roi_heads.score_thresh)[0]
+        keep = keep[box_ops.remove_small_boxes(boxes[keep], min_size=1e-2)]
+        keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], roi_heads.nms_thresh)]
+        keep = keep[:roi_heads.detections_per_img]
+        out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep],
+                    "rows": rows[keep]})
+    return out
+
+
+class DetectorSource:
+    """Callable: list of uint8 [3, H, W] images → per-image instance dicts (see cache.pack_shard).
+
+    ``times`` accumulates seconds spent in the resize/normalise transform and in
+    the detector proper (synchronised on CUDA, so the split is honest).
+    """
+    kind = "detector"
+
+    def __init__(self, cfg: DetectorConfig, top_m: int, device: torch.device):
+        if top_m < 1:
+            raise ValueError(f"--top-m must be >= 1, got {top_m}")
+        self.cfg, self.top_m, self.device = cfg, top_m, torch.device(device)
+        self.model, self.weights_id, self.class_names = build_detector(cfg, top_m)
+        self.model.to(self.device)
+        self.feat_dim = int(self.model.roi_heads.box_head.fc7.out_features)
+        self.times: Dict[str, float] = {"transform": 0.0, "detector": 0.0}
+
+    @property
+    def settings(self) -> dict:
+        s = self.cfg.model_dump()
+        s.update(weights=self.weights_id, arch="fasterrcnn_resnet50_fpn", source=self.kind)
+        return s
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @torch.inference_mode()
+    def detect(self, images: Sequence[torch.Tensor]) -> List[dict]:
+        """Resized-space detections with their box-head features (``feat`` [d, 1024])."""
+        m = self.model
+        t0 = self._sync()
+        imgs = [im.to(self.device, non_blocking=True).float().div_(255) for im in images]
+        batch, _ = m.transform(imgs)
+        t1 = self._sync()
+        feats = m.backbone(batch.tensors)
+        proposals, _ = m.rpn(batch, feats)
+        rh = m.roi_heads
+        x = rh.box_head(rh.box_roi_pool(feats, proposals, batch.image_sizes))  # [P, 1024]
+        logits, reg = rh.box_predictor(x)
+        dets = postprocess_with_index(rh, logits, reg, proposals, batch.image_sizes,
+                                      self.cfg.unique_proposals)
+        for d, orig, size in zip(dets, imgs, batch.image_sizes):
+            d["feat"] = x[d["rows"]]
+            d["resized"], d["orig"] = size, tuple(orig.shape[-2:])
+        self.times["transform"] += t1 - t0
+        self.times["detector"] += self._sync() - t1
+        return dets
+
+    def __call__(self, images: Sequence[torch.Tensor], indices: Optional[Sequence[int]] = None) -> List[dict]:
+        out = []
+        for d in self.detect(images):
+            h, w = d["orig"]
+            b = resize_boxes(d["boxes"], d["resized"], d["orig"])
+            b[:, 0::2] = b[:, 0::2].clamp(0, w)  # float ratios may overshoot by an ulp
+            b[:, 1::2] = b[:, 1::2].clamp(0, h)
+            out.append({"boxes_px": b.cpu().numpy(), "feat": d["feat"].float().cpu().numpy(),
+                        "labels": d["labels"].cpu().numpy(), "scores": d["scores"].float().cpu().numpy(),
+                        "size": (w, h)})
+        return out

@@ -1,0 +1,63 @@
+"""The contract every method's model satisfies, so that one engine trains all.
+
+    out   = model(batch)            # dict of tensors
+    loss  = model.loss(out, batch)  # scalar
+    probs = model.probs(out)        # [B, C] in [0, 1]
+
+``batch`` is a dict from ``gmbench.data.collate``:
+    image:  float [B, 3, H, W]
+    target: float [B, C] with 1 / 0 / -1 (-1 = ignored in the loss)
+    index:  long [B], row of the image in its LabelSet
+    boxes:  float [B, M, 4] normalised (x1, y1, x2, y2)   (instance methods only)
+    box_mask: bool [B, M]                                  (instance methods only)
+    inst_feat: float [B, M, D]                             (cached instance features only)
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over entries whose target is not -1. [B, C] → scalar."""
+    mask = (target >= 0).to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0).to(logits.dtype),
+                                              reduction="none")
+    return (loss * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class MLICModel(nn.Module):
+    """Base class: logits → sigmoid probabilities, masked BCE loss.
+
+    Subclasses implement ``forward(batch) -> {"logits": [B, C], ...}`` and set
+    ``self.backbone`` (if any) so that the backbone learning-rate multiplier applies.
+    Set ``needs_boxes = True`` to receive instance boxes in the batch.
+    """
+    needs_boxes: bool = False
+    needs_instance_features: bool = False
+
+    def loss(self, out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return masked_bce_with_logits(out["logits"].float(), batch["target"])
+
+    def probs(self, out: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(out["logits"].float())
+
+    def param_groups(self, lr: float, backbone_lr_mult: float) -> List[dict]:
+        """Backbone parameters at lr·mult, the rest at lr."""
+        backbone = getattr(self, "backbone", None)
+        bb_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+        bb = [p for p in self.parameters() if id(p) in bb_ids and p.requires_grad]
+        rest = [p for p in self.parameters() if id(p) not in bb_ids and p.requires_grad]
+        groups = []
+        if bb:
+            groups.append({"params": bb, "lr": lr * backbone_lr_mult, "name": "backbone"})
+        if rest:
+            groups.append({"params": rest, "lr": lr, "name": "head"})
+        return groups
+
+    def describe(self) -> Dict[str, object]:
+        """Facts about this instance that belong in the run record (e.g. weights source)."""
+        return dict(getattr(self, "record", {}))

@@ -1,0 +1,135 @@
+"""GM-MLIC as an ``MLICModel``: instance features → assignment graph → ILMS → max pool."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from gmbench.graph import build_dgl_graph, dgl_runs_on, knn_neighbours, prepare_instances
+from gmbench.graph.dgl_util import WORKING_STACKS
+from gmbench.models.base import MLICModel
+
+from .config import GMMLICConfig
+from .dense import dense_scores
+from .layers import GMMLICHead
+from .loss import weighted_bce_from_logits
+
+
+class GMMLIC(MLICModel):
+    """out = model(batch): {"logits": [B, C] max-pooled matching logit, "probs": [B, C],
+    "scores": S [B, M', C] in [0, 1] (0 at padded slots), M' <= top_m}."""
+    needs_boxes = True
+
+    def __init__(self, cfg: GMMLICConfig, word_embeddings: np.ndarray, label_ratios: np.ndarray):
+        super().__init__()
+        self.cfg = cfg
+        self.needs_instance_features = cfg.features == "cache"
+        word = torch.as_tensor(np.asarray(word_embeddings), dtype=torch.float32)
+        ratios = torch.as_tensor(np.asarray(label_ratios), dtype=torch.float32)
+        if word.dim() != 2 or ratios.shape != (word.shape[0],):
+            raise ValueError(f"gm_mlic needs word_embeddings [C, D] and label_ratios [C]; got "
+                             f"{tuple(word.shape)} and {tuple(ratios.shape)}")
+        self.register_buffer("word", word, persistent=False)
+        self.register_buffer("ratios", ratios, persistent=False)
+        self.record: Dict[str, object] = {"features": cfg.features, "backend_requested": cfg.backend}
+        if cfg.features == "e2e":
+            from gmbench.models.backbone import build_resnet
+            self.backbone, feat_dim, rec = build_resnet(cfg.depth, cfg.pretrained)
+            self.record.update(rec)
+        else:
+            self.backbone, feat_dim = None, cfg.feat_dim
+        self.feat_dim = feat_dim
+        self.head = GMMLICHead(feat_dim, word.shape[1], cfg.enc_dim, cfg.dims,
+                               cfg.use_instance_graph, cfg.use_label_graph, cfg.use_matching_edges,
+                               cfg.mlp_layers, cfg.mlp_norm == "layer")
+        self.record["graph"] = self.head.flags()
+        self.backend = cfg.backend
+        if cfg.backend == "dgl":  # fail at build time, not mid-training
+            ok, why = dgl_runs_on(torch.device("cpu"))
+            if not ok:
+                raise ImportError(f"model.backend=dgl but DGL is unusable ({why}). "
+                                  f"Working versions: {WORKING_STACKS}.")
+
+    # -- features -----------------------------------------------------------------
+    def roi_features(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """image [B, 3, H, W], boxes [B, M, 4] normalised → RoIAlign + mean [B, M, C_trunk]."""
+        fmap = self.backbone(image)
+        B, M = boxes.shape[:2]
+        H, W = image.shape[-2:]
+        scale = boxes.new_tensor([W, H, W, H])
+        bidx = torch.arange(B, device=boxes.device, dtype=boxes.dtype).repeat_interleave(M)
+        rois = torch.cat([bidx[:, None], (boxes * scale).reshape(-1, 4)], 1).to(fmap.dtype)
+        r = roi_align(fmap, rois, output_size=self.cfg.roi_size,
+                      spatial_scale=fmap.shape[-1] / W, sampling_ratio=2, aligned=True)
+        return r.mean((2, 3)).view(B, M, -1)
+
+    def _inputs(self, batch: Dict[str, torch.Tensor]):
+        for key in ("boxes", "box_mask"):
+            if key not in batch:
+                raise KeyError(f"gm_mlic needs batch[{key!r}] (instance boxes); the data "
+                               f"loader must provide boxes for methods with needs_boxes=True")
+        feats = None
+        if self.cfg.features == "cache":
+            if "inst_feat" not in batch:
+                raise KeyError("gm_mlic with model.features=cache needs batch['inst_feat'] "
+                               "(the instance cache); use model.features=e2e without a cache")
+            feats = batch["inst_feat"]
+            if feats.shape[-1] != self.feat_dim:
+                raise ValueError(f"batch['inst_feat'] is {feats.shape[-1]}-d but model.feat_dim is "
+                                 f"{self.feat_dim}; set model.feat_dim={feats.shape[-1]}")
+        boxes, mask, feats = prepare_instances(batch["boxes"], batch["box_mask"], self.cfg.top_m,
+                                               feats)
+        if feats is None:
+            feats = self.roi_features(batch["image"], boxes)
+        return feats, boxes.to(feats.dtype), mask
+
+    # -- backend ------------------------------------------------------------------
+    def resolve_backend(self, device: torch.device) -> str:
+        if self.backend == "dense":
+            return "dense"
+        ok, why = dgl_runs_on(device)
+        if self.backend == "dgl" and not ok:
+            raise ImportError(f"model.backend=dgl cannot run on {device} ({why}). "
+                              f"Working versions: {WORKING_STACKS}.")
+        if not ok:
+            self.record["dgl_unusable"] = why
+        return "dgl" if ok else "dense"
+
+    def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        feats, boxes, mask = self._inputs(batch)
+        nbr = nbr_mask = None
+        if self.cfg.use_instance_graph:
+            nbr, nbr_mask = knn_neighbours(boxes, mask, self.cfg.knn_k)
+        word = self.word.to(feats.dtype)
+        backend = self.resolve_backend(feats.device)
+        self.record["backend"] = backend
+        B, M = mask.shape
+        C = word.shape[0]
+        if backend == "dgl":
+            from .dgl_backend import dgl_scores
+            g = build_dgl_graph(mask, nbr, nbr_mask, C, self.cfg.use_label_graph,
+                                self.cfg.use_matching_edges)
+            edge_logit, pooled = dgl_scores(self.head, g, feats[mask], boxes[mask], word)
+            logits = pooled.view(B, C)
+            pos = g.edges["match"].data["pos"]
+            dense = edge_logit.new_full((B * M * C,), float("-inf")).index_copy(0, pos, edge_logit)
+            slot_logits = dense.view(B, M, C)
+        else:
+            slot_logits = dense_scores(self.head, feats, boxes, mask, nbr, nbr_mask, word)
+            slot_logits = slot_logits.masked_fill(~mask[:, :, None], float("-inf"))
+            logits = slot_logits.amax(1)   # padded slots are -inf and never win
+        return {"logits": logits, "probs": torch.sigmoid(logits.float()),
+                "scores": torch.sigmoid(slot_logits.float())}
+
+    def loss(self, out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return weighted_bce_from_logits(out["logits"], batch["target"], self.ratios, self.cfg.beta)
+
+    def probs(self, out: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(out["logits"].float())
+
+    def describe(self) -> Dict[str, object]:
+        d = dict(self.record)
+        d.setdefault("backend", f"unresolved ({self.backend}; resolved at the first forward)")
+        return d

@@ -1,0 +1,260 @@
+"""Suites: rows (method × dataset × settings) × seeds → runs.jsonl → tables.
+
+A suite YAML (configs/suites/NAME.yaml)::
+
+    name: demo
+    seeds: [0]
+    defaults: {train: {epochs: 6}}       # every row, after method/dataset layers
+    table: {columns: [mAP, CF1, OF1], chance: true}
+    rows:
+      - {label: "ResNet-18 GMP", method: resnet, dataset: synthetic, set: {model.pool: max}}
+
+Rows refer to configs/methods/*.yaml and configs/datasets/*.yaml by name; an
+ablation is a row whose ``set`` overrides settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import config as C
+from .utils.io import append_jsonl, read_jsonl
+
+
+class TableSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    columns: List[str] = ["mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1@3", "OF1@3"]
+    chance: bool = True              # a column with the chance-level mAP (label frequency)
+    reference: Optional[str] = None  # published numbers (results/reference/*.yaml), issue 9
+    group_header: Optional[Dict[str, List[str]]] = None
+
+
+class RowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    method: str
+    dataset: str
+    set: Dict[str, Any] = {}
+    seeds: Optional[List[int]] = None
+    reference: Optional[str] = None  # the published row this reproduces
+
+
+class SuiteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    seeds: List[int] = [0]
+    defaults: Dict[str, Any] = {}
+    table: TableSpec = TableSpec()
+    rows: List[RowSpec]
+
+
+@dataclass
+class PlannedRun:
+    suite: str
+    row: RowSpec
+    row_index: int
+    seed: int
+    cfg: C.RunConfig
+
+    @property
+    def key(self):
+        return (self.row.label, self.seed)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.row.label).strip("_") + f"-seed{self.seed}"
+
+
+def load_suite(name: str) -> SuiteSpec:
+    path = C.named_yaml("suites", name)
+    try:
+        return SuiteSpec.model_validate(C.load_yaml(path))
+    except ValidationError as e:
+        raise C.ConfigError(f"{path}:\n" + C._explain(e, SuiteSpec, "")) from None
+
+
+def config_hash(cfg: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = None) -> List[PlannedRun]:
+    """Resolve and validate every run of the suite before any work starts."""
+    runs, labels = [], set()
+    cli = dict(overrides)
+    if device:
+        cli = C.deep_merge(cli, {"device": device})
+    for i, row in enumerate(suite.rows):
+        if row.label in labels:
+            raise C.ConfigError(f"suite {suite.name!r}: row label {row.label!r} appears twice")
+        labels.add(row.label)
+        for seed in row.seeds or suite.seeds:
+            raw = C.compose(row.method, row.dataset, suite.defaults,
+                            C.dotted_to_nested(row.set), {"seed": seed}, cli)
+            try:
+                cfg = C.validate(raw)
+            except C.ConfigError as e:
+                raise C.ConfigError(f"suite {suite.name!r}, row {row.label!r}: {e}") from None
+            runs.append(PlannedRun(suite.name, row, i, seed, cfg))
+    return runs
+
+
+def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> str:
+    """Human-readable plan for --dry-run: rows, seeds, and the files each dataset needs."""
+    from .data import get_spec
+    lines = [f"suite {suite.name}: {len(suite.rows)} rows, {len(runs)} runs → {out_dir / suite.name}"]
+    done = finished_keys(out_dir / suite.name / "runs.jsonl")
+    seen = set()
+    for r in runs:
+        d = r.cfg.data
+        status = "done" if r.key in done else "todo"
+        lines.append(f"  [{status}] {r.row.label!r} seed={r.seed}: method={r.row.method} "
+                     f"(model {r.cfg.model.name}), dataset={r.row.dataset} ({d.name}), "
+                     f"epochs={r.cfg.train.epochs}, batch={r.cfg.train.batch_size}, "
+                     f"image_size={d.image_size}")
+        if (d.name, d.root) not in seen:
+            seen.add((d.name, d.root))
+            spec = get_spec(d.name)
+            if d.name == "synthetic":
+                lines.append("      data: generated on first use (no files needed)")
+                continue
+            root = Path(d.root) if d.root else None
+            if root is None:
+                lines.append(f"      data: data.root is not set; expected layout:\n"
+                             + "\n".join("        " + x for x in spec.layout.splitlines()))
+                continue
+            for split in (d.train_split, d.test_split):
+                for p in spec.expected_files(root, split, d):
+                    mark = "ok" if Path(p).exists() else "MISSING"
+                    lines.append(f"      {mark:7s} {p}")
+    return "\n".join(lines)
+
+
+def finished_keys(path: Path) -> Dict[tuple, dict]:
+    return {(r["row"], r["seed"]): r for r in read_jsonl(path) if r.get("status") == "finished"}
+
+
+def chance_map(targets) -> float:
+    """Expected mAP of a random scorer: the mean positive rate over classes with positives."""
+    import numpy as np
+    t = np.asarray(targets)
+    valid = t >= 0
+    pos = (t == 1).sum(0)
+    n = valid.sum(0)
+    keep = pos > 0
+    return float(np.mean(pos[keep] / n[keep])) if keep.any() else float("nan")
+
+
+class _DataCache:
+    """Labels, side information and datasets shared by rows with the same data config."""
+
+    def __init__(self):
+        self._store: Dict[str, Any] = {}
+
+    def get(self, cfg: C.RunConfig):
+        key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+        if key not in self._store:
+            from .data import load_splits
+            from .data.side_info import build_data_info
+            root, train, test = load_splits(cfg.data)
+            cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else root / ".gmbench"
+            info = build_data_info(train, cfg.data, cache_dir)
+            self._store[key] = (root, train, test, info)
+        return self._store[key]
+
+
+def build_datasets(cfg: C.RunConfig, model, train, test, root: Path):
+    from .data.dataset import ImageDataset
+    from .data.transforms import build_transform
+    d = cfg.data
+    kw = dict(difficult=d.difficult, skip_bad_images=d.skip_bad_images,
+              with_boxes=getattr(model, "needs_boxes", False))
+    sources = model.instance_sources(root, d) if hasattr(model, "instance_sources") else (None, None)
+    tr = ImageDataset(train, build_transform(d.train_transform, d.image_size, True),
+                      instance_source=sources[0], **kw)
+    te = ImageDataset(test, build_transform(d.test_transform, d.image_size, False),
+                      instance_source=sources[1], **kw)
+    return tr, te
+
+
+def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
+            log=print) -> Optional[dict]:
+    """Train and evaluate one planned run; rank 0 appends its record. Returns the record."""
+    import torch
+
+    from . import engine
+    from .registry import METHODS
+    from .utils import dist
+    from .utils.env import environment, resolve_device, seed_everything
+    cfg = run.cfg
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    seed_everything(run.seed, cfg.train.deterministic)
+    root, train, test, info = data.get(cfg)
+    if cfg.train.global_batch_size and cfg.train.global_batch_size != cfg.train.batch_size * dist.world_size():
+        raise C.ConfigError(
+            f"train.global_batch_size={cfg.train.global_batch_size} but train.batch_size="
+            f"{cfg.train.batch_size} × {dist.world_size()} processes = "
+            f"{cfg.train.batch_size * dist.world_size()}; fix one of them")
+    model = METHODS.get(cfg.model.name).fn(cfg.model, info)
+    tr, te = build_datasets(cfg, model, train, test, root)
+    suite_dir = out_dir / suite.name
+    result = engine.fit(model, tr, te, cfg, device, suite_dir / "checkpoints" / run.slug,
+                        method=run.row.label, log=log)
+    metrics = dict(result.pop("metrics"))
+    ap = metrics.pop("AP")
+    resolved = C.to_dict(cfg)
+    record = {
+        "status": "finished", "suite": suite.name, "row": run.row.label, "row_index": run.row_index,
+        "method": run.row.method, "model": cfg.model.name, "dataset": run.row.dataset,
+        "seed": run.seed, "reference": run.row.reference,
+        "metrics": metrics, "per_class_ap": dict(zip(info.class_names, ap)),
+        "chance_mAP": chance_map(test.targets),
+        "n_train": len(train), "n_test": len(test),
+        "model_record": model.describe(), "embedding_source": info.embedding_source,
+        "timing": {"wall_s": round(time.perf_counter() - t0, 3),
+                   "train_s": result.pop("train_time_s"), "eval_s": result.pop("eval_time_s"),
+                   "threads": torch.get_num_threads()},
+        "train": result, "world_size": dist.world_size(),
+        "global_batch_size": cfg.train.batch_size * dist.world_size(),
+        "environment": environment(device), "config": resolved, "config_hash": config_hash(resolved),
+        "table": suite.table.model_dump(), "row_order": [r.label for r in suite.rows],
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if dist.is_main():
+        append_jsonl(suite_dir / "runs.jsonl", record)
+    dist.barrier()
+    return record
+
+
+def run_suite(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path, formats=("csv", "md"),
+              log=print) -> Path:
+    """Run every unfinished run, then render the tables. Returns the suite directory."""
+    from tqdm import tqdm
+
+    from .tables import write_tables
+    from .utils import dist
+    suite_dir = out_dir / suite.name
+    done = finished_keys(suite_dir / "runs.jsonl")
+    todo = [r for r in runs if r.key not in done]
+    for r in runs:
+        if r.key in done and done[r.key].get("config_hash") != config_hash(C.to_dict(r.cfg)):
+            log(f"warning: {r.row.label!r} seed {r.seed} is recorded with a different config; "
+                f"skipped anyway (delete its line in runs.jsonl, or use another --out, to rerun)")
+    log(f"suite {suite.name}: {len(runs) - len(todo)} of {len(runs)} runs already finished")
+    data = _DataCache()
+    for run in tqdm(todo, desc=f"suite {suite.name}", disable=not dist.is_main() or len(todo) < 2):
+        log(f"── {run.row.label} (seed {run.seed})")
+        rec = execute(run, suite, out_dir, data, log=log)
+        log(f"   mAP {100 * rec['metrics']['mAP']:.1f} (chance {100 * rec['chance_mAP']:.1f}) "
+            f"in {rec['timing']['wall_s']:.0f}s")
+    if dist.is_main():
+        write_tables(suite_dir, formats)
+    return suite_dir

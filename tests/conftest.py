@@ -1,0 +1,27 @@
+import os
+
+import pytest
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+
+# Tiny synthetic settings shared by end-to-end tests (seconds on a 2-core CPU).
+TINY = {
+    "data.n_train": 24, "data.n_test": 16, "data.resolution": 32, "data.image_size": 32,
+    "data.num_classes": 5, "train.epochs": 1, "train.batch_size": 8,
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Generated data goes to a per-session temp dir, not ~/.cache."""
+    old = os.environ.get("GMBENCH_CACHE")
+    os.environ["GMBENCH_CACHE"] = str(tmp_path_factory.mktemp("gmbench-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GMBENCH_CACHE", None)
+    else:
+        os.environ["GMBENCH_CACHE"] = old
+
+
+def tiny_sets(**extra):
+    return [f"{k}={v}" for k, v in {**TINY, **extra}.items()]
