@@ -2,8 +2,6 @@
 and the data check (missing / truncated JPEGs, counts, exit codes)."""
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 
@@ -226,19 +224,17 @@ def test_check_image_detects_truncated_and_non_images(tmp_path):
 
 
 def _cli(argv):
-    from gmbench.cli.data import add_parser
-    parser = argparse.ArgumentParser(prog="gmbench")
-    add_parser(parser.add_subparsers(dest="cmd"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from gmbench.cli import main  # the real `python -m gmbench` entry point
+    return main(argv)
 
 
 def test_check_reports_every_bad_file_and_mismatch(voc_root, capsys):
     reps = chk.check_dataset("voc2007", voc_root, workers=1)
     tv, te = reps
     assert (tv.split, tv.listed, tv.found) == ("trainval", 4, 3)
-    assert tv.missing == [str(voc_root / "VOCdevkit/VOC2007/JPEGImages/000007.jpg")]
-    assert [p for p, _ in tv.unreadable] == [str(voc_root / "VOCdevkit/VOC2007/JPEGImages/000009.jpg")]
+    jpegs = voc_root / "VOCdevkit/VOC2007/JPEGImages"
+    assert tv.missing == [str(jpegs / "000007.jpg")]
+    assert [p for p, _ in tv.unreadable] == [str(jpegs / "000009.jpg")]
     assert tv.class_counts[VOC20.index("car")] == 1 and tv.ignored_counts[VOC20.index("car")] == 1
     assert tv.labels_per_image == {"mean": 1.0, "min": 0, "max": 2, "no_positive": 1,
                                    "ignored_entries": 1}
@@ -295,3 +291,11 @@ def test_check_parallel_scan_matches_serial(tmp_path):
     assert sum(s == "missing" for s in serial) == 4 and \
         sum(s not in (None, "missing") for s in serial) == 4
 
+
+
+def test_nuswide_duplicate_listing_keeps_rows_aligned(tmp_path):
+    rows = [("a\\1.jpg", ["sky"]), ("a\\1.jpg", []), ("b\\2.jpg", ["zebra"])]
+    root = write_nuswide(tmp_path / "d", NUS_CONCEPTS, {"train": rows})
+    with pytest.warns(UserWarning, match="listed more than once"):
+        ls = read_labels("nuswide", root, "train")
+    np.testing.assert_array_equal(ls.targets, [[0, 0, 1], [0, 0, 0], [1, 0, 0]])

@@ -222,10 +222,21 @@ def test_prepare_cli_on_voc_fixture(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 images, 20 classes" in out and "random:seed=" in out and "written" in out
     ls = read_labels("voc2007", root, "trainval")
-    info = si.build_data_info(ls, data_config("voc2007"), root / ".gmbench_cache")
+    info = si.build_data_info(ls, data_config("voc2007"), root / ".gmbench")
     assert info.extra["cache_hit"]
     car = info.class_names.index("car")
     assert info.class_counts[car] == 2 and info.label_ratios[car] == pytest.approx(2 / 3)
     assert info.cooccurrence[car, info.class_names.index("dog")] == 1
     assert info.word_embeddings.shape == (20, 300)
     assert args.func(args) == 0 and "reused" in capsys.readouterr().out
+
+
+def test_default_cache_dir(tmp_path, monkeypatch):
+    cfg = data_config("voc2007")
+    assert si.default_cache_dir(tmp_path, cfg) == tmp_path.resolve() / ".gmbench"
+    assert si.default_cache_dir(tmp_path, data_config("voc2007", cache_dir=str(tmp_path / "x"))) \
+        == tmp_path / "x"
+    monkeypatch.setattr(si.os, "access", lambda *a: False)  # a read-only data folder
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    got = si.default_cache_dir(tmp_path, cfg)
+    assert got.parent == tmp_path / "home" / ".cache" / "gmbench" and got.name.startswith("voc2007-")

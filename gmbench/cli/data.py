@@ -58,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     prep.add_argument("--embedding-dim", type=int, default=None,
                       help="word vector size (default 300)")
     prep.add_argument("--cache-dir", default=None,
-                      help="where to cache (default ROOT/.gmbench_cache)")
+                      help="where to cache (default ROOT/.gmbench)")
     prep.set_defaults(func=run_prepare)
     return data
 

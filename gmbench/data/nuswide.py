@@ -5,6 +5,7 @@ one 0/1 per line per concept file, aligned with the split's image list.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Dict, List, Literal
 
@@ -62,8 +63,8 @@ def read_concepts(root: Path) -> List[str]:
 
 
 def normalise_image_path(entry: str) -> str:
-    """'actor\\\\0001_2.jpg' → 'actor/0001_2.jpg'; an absolute Windows path such as
-    'C:\\\\ImageData\\\\Flickr\\\\actor\\\\x.jpg' (Imagelist.txt style) keeps the part after 'Flickr/'."""
+    r"""'actor\0001_2.jpg' → 'actor/0001_2.jpg'. An absolute Windows path such as
+    'C:\ImageData\Flickr\actor\x.jpg' (Imagelist.txt style) keeps the part after Flickr."""
     p = entry.strip().replace("\\", "/")
     if len(p) > 1 and p[1] == ":" and "/Flickr/" in p:
         p = p.split("/Flickr/", 1)[1]
@@ -76,7 +77,9 @@ def read_image_list(path: Path) -> List[str]:
                                 f"Expected layout:\n{NUSWIDE_LAYOUT}")
     ids = [normalise_image_path(ln) for ln in _lines(path)]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: an image is listed twice; the file is damaged")
+        # Rows must stay aligned with the label files, so duplicates are kept, not dropped.
+        warnings.warn(f"{path}: {len(ids) - len(set(ids))} image path(s) listed more than "
+                      f"once; kept as separate rows", stacklevel=2)
     return ids
 
 
@@ -85,15 +88,15 @@ def read_label_column(path: Path, n: int) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"missing NUS-WIDE label file {path}. "
                                 f"Expected layout:\n{NUSWIDE_LAYOUT}")
-    vals = _lines(path)
+    vals = path.read_bytes().split()  # C-speed split on any whitespace, CR included
     if len(vals) != n:
         raise ValueError(f"{path}: {len(vals)} labels but the image list has {n} images; "
                          f"the label and list files must come from the same release")
-    bad = [(i, v) for i, v in enumerate(vals, 1) if v not in ("0", "1")]
-    if bad:
-        i, v = bad[0]
-        raise ValueError(f"{path}: value {v!r} in label line {i}; expected 0 or 1")
-    return np.frombuffer("".join(vals).encode("ascii"), dtype=np.uint8).astype(np.int8) - 48
+    if not set(vals) <= {b"0", b"1"}:
+        i, v = next((i, v) for i, v in enumerate(vals, 1) if v not in (b"0", b"1"))
+        raise ValueError(f"{path}: value {v.decode('latin-1')!r} in label line {i}; "
+                         f"expected 0 or 1")
+    return np.frombuffer(b"".join(vals), dtype=np.uint8).astype(np.int8) - 48
 
 
 @register_dataset("nuswide", config=NUSWIDEConfig)

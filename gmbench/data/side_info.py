@@ -63,13 +63,13 @@ def cache_key(labels: LabelSet, cfg: DataConfig) -> str:
 
 
 def default_cache_dir(root: Path, cfg: DataConfig) -> Path:
-    """cfg.cache_dir, else ROOT/.gmbench_cache when ROOT is writable, else
+    """cfg.cache_dir, else ROOT/.gmbench when ROOT is writable, else
     ~/.cache/gmbench/<hash of ROOT> (read-only data folders are common on clusters)."""
     if cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
     root = Path(root).expanduser().resolve()
     if os.access(root, os.W_OK):
-        return root / ".gmbench_cache"
+        return root / ".gmbench"
     tag = hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:12]
     return Path.home() / ".cache" / "gmbench" / f"{cfg.name}-{tag}"
 

@@ -157,10 +157,16 @@ def render_image(world: _World, cfg: SyntheticConfig, split_id: int, index: int)
     return img, objs
 
 
+_GEN_KEYS = ("num_classes", "n_train", "n_test", "resolution", "n_scenes", "clutter", "seed")
+
+
+def _gen_params(cfg: SyntheticConfig) -> Dict[str, int]:
+    """The settings that determine the generated files (bump version on generator changes)."""
+    return {k: getattr(cfg, k) for k in _GEN_KEYS} | {"version": 1}
+
+
 def _config_key(cfg: SyntheticConfig) -> str:
-    keys = ("num_classes", "n_train", "n_test", "resolution", "n_scenes", "clutter", "seed")
-    blob = json.dumps({k: getattr(cfg, k) for k in keys} | {"version": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(_gen_params(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def generate_split(cfg: SyntheticConfig, root: Path, split: str) -> Path:
@@ -197,7 +203,7 @@ def generate_split(cfg: SyntheticConfig, root: Path, split: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     cats = [{"id": c + 1, "name": nm, "supercategory": "shape"} for c, nm in enumerate(world.names)]
-    atomic_write_json(ann, {"info": {"description": "gmbench synthetic", "config": cfg.model_dump()},
+    atomic_write_json(ann, {"info": {"description": "gmbench synthetic", "generator": _gen_params(cfg)},
                             "images": images, "annotations": anns, "categories": cats}, indent=None)
     return ann
 

@@ -16,9 +16,10 @@ from .cache import CacheError, InstanceCache, open_cache
 DEFAULT_TOP_M = {"voc2007": 10, "coco2014": 35, "nuswide": 35}  # the paper's m
 
 
-def default_cache_dir(root, split: str, source: str, top_m: int) -> Path:
-    """Where ``gmbench extract`` writes by default: ROOT/.gmbench/instances/SPLIT-SOURCE-mM."""
-    return Path(root).expanduser() / ".gmbench" / "instances" / f"{split}-{source}-m{top_m}"
+def default_cache_dir(data_cache_dir, split: str, source: str, top_m: int) -> Path:
+    """Where ``gmbench extract`` writes by default: DATA_CACHE/instances/SPLIT-SOURCE-mM,
+    with DATA_CACHE = data.cache_dir or ROOT/.gmbench (as the runner uses)."""
+    return Path(data_cache_dir).expanduser() / "instances" / f"{split}-{source}-m{top_m}"
 
 
 def __getattr__(name):

@@ -173,10 +173,13 @@ def check_plan(root: Path, plan: dict) -> None:
         except json.JSONDecodeError as e:
             raise CacheError(f"{path} is not valid JSON ({e.msg}); delete {root} or use --overwrite")
         if old.get("identity") != plan["identity"] or old.get("ids_sha256") != plan["ids_sha256"]:
-            diff = sorted(k for k in set(old.get("settings", {})) | set(plan["settings"])
-                          if old.get("settings", {}).get(k) != plan["settings"].get(k))
-            if old.get("ids_sha256") != plan["ids_sha256"]:
-                diff.append("image ids")
+            def flat(p):
+                d = {k: v for k, v in p.items() if k not in ("identity", "settings")}
+                d.update({k: v for k, v in p.get("settings", {}).items()})
+                return d
+            a, b = flat(old), flat(plan)
+            diff = sorted(k.replace("ids_sha256", "image ids") for k in set(a) | set(b)
+                          if a.get(k) != b.get(k))
             raise CacheError(f"{root} holds an extraction with other settings (differs in: "
                              f"{', '.join(diff) or 'format'}); pass another --out, or --overwrite "
                              f"to replace it")

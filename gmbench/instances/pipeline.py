@@ -5,8 +5,8 @@
 * torchrun: shard ``s`` goes to rank ``s % world_size``; every rank writes its
   own shards, and after a barrier rank 0 checks that the shards cover every
   image exactly once and writes the manifest.  Batches never cross a shard
-  boundary, so a shard's content (padding included) does not depend on the
-  number of processes: 2-process output equals 1-process output.
+  boundary, so a shard's content (batch padding included) does not depend on
+  the number of processes: 2-process output equals 1-process output.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image, UnidentifiedImageError
 
 from ..data.base import LabelSet
@@ -28,7 +29,7 @@ def decode_image(path) -> torch.Tensor:
     """uint8 [3, H, W] RGB; a clear error naming the file when it cannot be read."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.array(im.convert("RGB"))  # writable copy for torch.from_numpy
     except (OSError, UnidentifiedImageError, SyntaxError) as e:
         raise RuntimeError(f"cannot read image {path} ({type(e).__name__}: {e}); run "
                            f"`python -m gmbench data check` to list every bad file") from None
@@ -63,8 +64,10 @@ def make_loader(paths, batches: List[List[int]], num_workers: int, pin: bool):
 
 
 def make_plan(source, labels: LabelSet, dataset: str, split: str, top_m: int,
-              shard_size: int) -> dict:
-    settings = dict(source.settings)
+              shard_size: int, batch_size: int) -> dict:
+    # Batch size is part of the identity: images of a batch are zero-padded to a
+    # common size, which changes features near the bottom/right edges a little.
+    settings = dict(source.settings, batch_size=batch_size)
     core = {"format": C.FORMAT, "dataset": dataset, "split": split, "source": source.kind,
             "top_m": top_m, "feat_dim": source.feat_dim, "feat_dtype": "float16",
             "shard_size": shard_size, "settings": settings}
@@ -134,8 +137,9 @@ def run_extraction(labels: LabelSet, out, source, *, dataset: str, split: str, t
     ``source`` is a DetectorSource or BoxesSource. Under torchrun (process group
     initialised) the shards are split over the ranks. ``max_shards`` bounds the
     shards this call writes per rank (for time-limited jobs; rerun to go on).
-    Returns a summary: complete, shards written/skipped, images, seconds, and
-    decode / transform / detector seconds of this rank.
+    Returns a summary of this rank: complete, shards written/skipped, images,
+    seconds (loop wall time), decode_s (summed over loader workers), wait_s (the
+    loop waiting for decoded images), write_s, transform and detector seconds.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out).expanduser()
@@ -145,11 +149,13 @@ def run_extraction(labels: LabelSet, out, source, *, dataset: str, split: str, t
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     ranges = C.shard_ranges(n, shard_size)
-    plan = make_plan(source, labels, dataset, split, top_m, shard_size)
+    plan = make_plan(source, labels, dataset, split, top_m, shard_size, batch_size)
     rank, world = dist.rank(), dist.world_size()
+    source.times = {k: 0.0 for k in source.times}  # timings of this call only
     if _collective(lambda: _prepare_dir(out, plan, overwrite, log), "preparing " + str(out)):
         return {"complete": True, "written": 0, "skipped": len(ranges), "n_images": 0,
-                "seconds": 0.0, "decode_s": 0.0, **source.times, "out": str(out)}
+                "seconds": 0.0, "decode_s": 0.0, "wait_s": 0.0, "write_s": 0.0, **source.times,
+                "out": str(out)}
     shard_dir = out / "shards"
     todo, skipped = [], 0
     for s in range(rank, len(ranges), world):
@@ -173,29 +179,33 @@ def run_extraction(labels: LabelSet, out, source, *, dataset: str, split: str, t
         from tqdm import tqdm
         it = tqdm(loader, total=len(batches), unit="batch", desc=f"extract {dataset}/{split}")
     pending: Dict[int, List[dict]] = {}
-    written, n_done, decode_s = 0, 0, 0.0
-    t0 = time.perf_counter()
+    written, n_done = 0, 0
+    tm = {"decode_s": 0.0, "wait_s": 0.0, "write_s": 0.0}  # wait = main loop starved of images
+    t0 = t_wait = time.perf_counter()
     for batch in it:
+        tm["wait_s"] += time.perf_counter() - t_wait
         idx = [b[0] for b in batch]
-        decode_s += sum(b[2] for b in batch)
+        tm["decode_s"] += sum(b[2] for b in batch)
         s = idx[0] // shard_size
         pending.setdefault(s, []).extend(source([b[1] for b in batch], idx))
         a, b = ranges[s]
         if len(pending[s]) == b - a:
+            tw = time.perf_counter()
             arrays = C.pack_shard(pending.pop(s), source.feat_dim)
             C.write_shard(shard_dir, s, a, b, labels.image_ids[a:b], arrays, plan["identity"])
             written, n_done = written + 1, n_done + (b - a)
+            tm["write_s"] += time.perf_counter() - tw
+        t_wait = time.perf_counter()
     seconds = time.perf_counter() - t0
     dist.barrier()
     extra = {"label_space": "detector" if source.kind == "detector" else "dataset",
              "class_names": source.class_names, "world_size": world,
-             "versions": {"torch": torch.__version__,
-                          "torchvision": __import__("torchvision").__version__}}
+             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__}}
     complete = _collective(lambda: _merge(out, plan, labels, ranges, extra) is not None,
                            "merging shards")
     if not complete and dist.is_main():
         done = sum(C.read_shard_meta(shard_dir, s) is not None for s in range(len(ranges)))
         log(f"{done}/{len(ranges)} shards of {out} are done; rerun the same command to continue")
     return {"complete": complete, "written": written, "skipped": skipped,
-            "n_images": n_done, "seconds": seconds, "decode_s": decode_s, **source.times,
+            "n_images": n_done, "seconds": seconds, **tm, **source.times,
             "out": str(out)}

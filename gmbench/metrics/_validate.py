@@ -37,7 +37,7 @@ def _first_bad(mask: np.ndarray, values: np.ndarray) -> str:
     where = np.argwhere(mask)[0]
     pos = ", ".join(str(int(i)) for i in where)
     return (f"{int(mask.sum())} of {mask.size} values (first at [{pos}]: "
-            f"{values[tuple(where)]!r})")
+            f"{values[tuple(where)]})")
 
 
 def check_probs(probs: Any, name: str = "probs") -> np.ndarray:

@@ -115,9 +115,10 @@ class MetricAccumulator:
         c = classes.pop()
         rows = max(sizes)
         packed = np.zeros((rows, 1 + 2 * c), dtype=np.float64)
-        packed[:len(idx), 0] = idx
-        packed[:len(idx), 1:1 + c] = p
-        packed[:len(idx), 1 + c:] = t
+        if len(idx):
+            packed[:len(idx), 0] = idx
+            packed[:len(idx), 1:1 + c] = p
+            packed[:len(idx), 1 + c:] = t
         mine = torch.from_numpy(packed).to(device)
         bufs = [torch.empty_like(mine) for _ in range(world)]
         dist.all_gather(bufs, mine)

@@ -6,14 +6,31 @@ docs/reproduction.md (## Metric conventions).
 """
 from __future__ import annotations
 
+import os
 import warnings
-from typing import Any, Dict, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ._validate import check_options, check_pair
 
 METRICS_VERSION = 1
+_PARALLEL_MIN_ENTRIES = 1 << 20  # below this, thread start-up costs more than it saves
+
+
+def _n_threads() -> int:
+    """Usable cores (at most 8); GMBENCH_METRIC_THREADS=1 forces one thread."""
+    env = os.environ.get("GMBENCH_METRIC_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"GMBENCH_METRIC_THREADS must be an integer >= 1, got {env!r}")
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
 
 
 class NoPositiveClassWarning(UserWarning):
@@ -21,24 +38,68 @@ class NoPositiveClassWarning(UserWarning):
 
 
 def _sorted_codes(p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Per class, the targets sorted by ascending score, with the ties marked.
+    """Per class, the targets sorted by ascending score.
 
-    The float64 bit pattern of a number in [0, 1] orders like the number and has
-    its two top bits clear, so (bits << 2) | (target + 1) sorts by score and
-    carries the target along: one plain ``np.sort`` instead of an argsort + gather.
-    -0.0 (sign bit only) shifts to 0, the key of +0.0.
+    The bit pattern of a float in [0, 1] orders like the number and has its two
+    top bits clear, so (bits << 2) | (target + 1) sorts by score and carries the
+    target along: one plain sort instead of an argsort and a gather. Scores that
+    are all float32 values (what models output) use 32-bit keys, which sort
+    faster. -0.0 (sign bit only) shifts to 0, the key of +0.0.
 
-    Returns uint64 keys [C, N], each row ascending.
+    Returns uint32 or uint64 keys [C, N], each row ascending.
     """
-    keys = np.empty((p.shape[1], p.shape[0]), dtype=np.uint64)
-    np.left_shift(p.view(np.uint64).T, np.uint64(2), out=keys)
-    keys |= (t.T + 1).astype(np.uint64)
+    p32 = p.astype(np.float32)
+    if np.array_equal(p32, p):
+        keys = p32.view(np.uint32) << np.uint32(2)
+        keys |= (t + 1).astype(np.uint32)
+    else:
+        keys = p.view(np.uint64) << np.uint64(2)
+        keys |= (t + 1).astype(np.uint64)
+    keys = np.ascontiguousarray(keys.T)
     keys.sort(axis=1)
     return keys
 
 
-def average_precision(p: np.ndarray, t: np.ndarray, mode: str = "noninterpolated"
-                      ) -> Tuple[np.ndarray, np.ndarray]:
+def _class_blocks(n: int, c: int, threads: int = 0) -> List[slice]:
+    """Column blocks, one per thread for large inputs (classes are independent)."""
+    threads = min(threads or _n_threads(), c)
+    if threads <= 1 or n * c < _PARALLEL_MIN_ENTRIES:
+        return [slice(0, c)]
+    cuts = np.linspace(0, c, threads + 1).astype(int)
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _ap_start(pool: Optional[ThreadPoolExecutor], p: np.ndarray, t: np.ndarray, mode: str,
+              blocks: List[slice]) -> Callable[[], Tuple[np.ndarray, np.ndarray]]:
+    """Start per-block AP (in ``pool`` if given); return a function that joins them."""
+    if pool is None:
+        ap, n_pos = _average_precision(p, t, mode)
+        return lambda: (ap, n_pos)
+    futures = [pool.submit(_average_precision, p[:, s], t[:, s], mode) for s in blocks]
+
+    def join() -> Tuple[np.ndarray, np.ndarray]:
+        parts = [f.result() for f in futures]
+        return np.concatenate([a for a, _ in parts]), np.concatenate([k for _, k in parts])
+    return join
+
+
+def average_precision(p: np.ndarray, t: np.ndarray, mode: str = "noninterpolated",
+                      threads: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-class AP (see ``_average_precision``) for validated float64 p / int8 t [N, C].
+
+    numpy's sort releases the GIL, so large inputs are cut into one block of
+    classes per core (``threads=0``: the usable cores); the split does not
+    change the result.
+    """
+    blocks = _class_blocks(*p.shape, threads)
+    if len(blocks) == 1:
+        return _average_precision(p, t, mode)
+    with ThreadPoolExecutor(len(blocks)) as pool:
+        return _ap_start(pool, p, t, mode, blocks)()
+
+
+def _average_precision(p: np.ndarray, t: np.ndarray, mode: str
+                       ) -> Tuple[np.ndarray, np.ndarray]:
     """Per-class AP for validated float64 probs and int8 targets [N, C].
 
     Entries with target -1 are removed. Tied scores form ONE threshold (as in
@@ -51,35 +112,38 @@ def average_precision(p: np.ndarray, t: np.ndarray, mode: str = "noninterpolated
     """
     n, c = p.shape
     keys = _sorted_codes(p, t)
-    code = keys.astype(np.uint8) & 3  # 0 ignored, 1 negative, 2 positive
-    rows, cols = np.nonzero(code == 2)  # row-major: ascending score within a class
+    code = keys.astype(np.uint8)  # low byte; & 3 → 0 ignored, 1 negative, 2 positive
+    code &= 3
+    flat = np.flatnonzero(code == 2)  # row-major: ascending score within a class
+    rows = flat // n
     n_pos = np.bincount(rows, minlength=c)
-    if rows.size == 0:
+    if flat.size == 0:
         return np.full(c, np.nan), n_pos
-    first_pos = np.cumsum(n_pos) - n_pos  # flat index of each class's first positive
-    j = np.arange(rows.size)
-    # cols → start of the tie group (ties only matter where scores repeat)
-    score = keys >> np.uint64(2)
-    tie = score[:, 1:] == score[:, :-1]
-    if tie.any():
-        start = np.ones((c, n), dtype=bool)
-        start[:, 1:] = ~tie
-        group = np.where(start, np.arange(n), 0)
-        np.maximum.accumulate(group, axis=1, out=group)
-        cols = group[rows, cols]
-        new = np.ones(rows.size, dtype=bool)
-        new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    first_pos = np.cumsum(n_pos) - n_pos  # flat-list index of each class's first positive
+    j = np.arange(flat.size)
+    # Ties are usually rare, so they are handled sparsely: ``tied`` lists the flat positions
+    # whose score equals their left neighbour's; a run of them ends a tie group.
+    tied = np.flatnonzero((keys[:, 1:] ^ keys[:, :-1]) < 4)
+    if tied.size:
+        tied += tied // (n - 1) + 1  # [C, N-1] index of the left element → [C, N] of the right
+        run = np.ones(tied.size, dtype=bool)
+        run[1:] = tied[1:] != tied[:-1] + 1
+        group_start = np.maximum.accumulate(np.where(run, tied, 0)) - 1
+        loc = np.minimum(np.searchsorted(tied, flat), tied.size - 1)
+        hit = tied[loc] == flat
+        flat = flat.copy()
+        flat[hit] = group_start[loc[hit]]
+        new = np.ones(flat.size, dtype=bool)
+        new[1:] = flat[1:] != flat[:-1]  # positives sharing a group share its start
         j = np.maximum.accumulate(np.where(new, j, 0))
-    # Counts at scores >= the group's score: positives from the flat list, valid
-    # entries from the sorted row (minus the ignored ones before the group).
+    cols = flat - rows * n  # column where the positive's tie group starts
+    # Counts at scores >= the group's score.
     tp = n_pos[rows] - (j - first_pos[rows])
-    if (code == 0).any():
-        valid = (code != 0).astype(np.int32)
-        before = np.cumsum(valid, axis=1) - valid
-        above = before[:, -1] + valid[:, -1]
-        n_valid = above[rows] - before[rows, cols]
-    else:
-        n_valid = n - cols
+    n_valid = n - cols
+    ignored = np.flatnonzero(code == 0)
+    if ignored.size:
+        after = np.searchsorted(ignored, (rows + 1) * n) - np.searchsorted(ignored, flat)
+        n_valid -= after
     prec = tp / n_valid
     if mode == "voc_interpolated":
         # best precision at recall >= this one = over positives with score <= this one
@@ -140,7 +204,20 @@ def evaluate(probs: Any, targets: Any, *, threshold: float = 0.5, top_k: int = 3
     """
     thr, k = check_options(threshold, top_k, ap, topk_mode)
     p, t = check_pair(probs, targets)
-    ap_c, n_pos = average_precision(p, t, ap)
+    blocks = _class_blocks(*p.shape)
+    pool = ThreadPoolExecutor(len(blocks)) if len(blocks) > 1 else None
+    try:
+        join = _ap_start(pool, p, t, ap, blocks)
+        gt = t == 1  # threshold metrics run while the AP threads sort
+        pred = p >= thr
+        sel = topk_mask(p, k)
+        if topk_mode == "threshold":
+            sel &= pred
+        counts = (_prf(pred, gt, ""), _prf(sel, gt, f"@{k}"))
+        ap_c, n_pos = join()
+    finally:
+        if pool is not None:
+            pool.shutdown()
     have = n_pos > 0
     if not have.all():
         missing = np.flatnonzero(~have)
@@ -148,17 +225,12 @@ def evaluate(probs: Any, targets: Any, *, threshold: float = 0.5, top_k: int = 3
         warnings.warn(f"{missing.size} of {len(ap_c)} classes have no positive target "
                       f"(class indices {shown}): their AP is NaN and they are left out of mAP",
                       NoPositiveClassWarning, stacklevel=2)
-    gt = t == 1
-    pred = p >= thr
-    sel = topk_mask(p, k)
-    if topk_mode == "threshold":
-        sel &= pred
     out: Dict[str, Any] = {
         "mAP": float(ap_c[have].mean()) if have.any() else float("nan"),
         "AP": [float(x) for x in ap_c],
     }
-    out.update(_prf(pred, gt, ""))
-    out.update(_prf(sel, gt, f"@{k}"))
+    out.update(counts[0])
+    out.update(counts[1])
     out["n_classes_ap"] = int(have.sum())
     return out
 

@@ -50,6 +50,9 @@ def _mean_into(g, etype, msg: torch.Tensor, out_key: str) -> torch.Tensor:
 
 def _edge_update(g, etype, phi: FactorMLP, r: torch.Tensor) -> None:
     """e ← φ([e, r]) on every edge of ``etype``."""
+    if g.num_edges(etype) == 0:  # DGL skips UDFs on edgeless relations; keep the width right
+        g.edges[etype].data[K.F_STATE] = phi(e=g.edges[etype].data[K.F_STATE], r=r)
+        return
     g.edges[etype].data[K.T_MSG] = r
     g.apply_edges(lambda edges: {K.F_STATE: phi(e=edges.data[K.F_STATE], r=edges.data[K.T_MSG])},
                   etype=etype)

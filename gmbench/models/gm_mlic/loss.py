@@ -18,7 +18,8 @@ def weighted_bce_from_logits(logits: torch.Tensor, target: torch.Tensor, ratios:
     in {1, 0, -1} (-1 ignored), ratios [C] = r_c. log p via log-sigmoid, so the loss
     stays finite for p within float rounding of 0 or 1.
     """
-    logits = logits.float()
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     valid = (target >= 0).to(logits.dtype)
     y = target.clamp(min=0).to(logits.dtype)
     w = class_weights(y, ratios.to(logits), beta)

@@ -17,6 +17,11 @@ from .layers import GMMLICHead
 from .loss import weighted_bce_from_logits
 
 
+def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 (autocast) to float32; leave float32/float64 alone."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class GMMLIC(MLICModel):
     """out = model(batch): {"logits": [B, C] max-pooled matching logit, "probs": [B, C],
     "scores": S [B, M', C] in [0, 1] (0 at padded slots), M' <= top_m}."""
@@ -120,14 +125,14 @@ class GMMLIC(MLICModel):
             slot_logits = dense_scores(self.head, feats, boxes, mask, nbr, nbr_mask, word)
             slot_logits = slot_logits.masked_fill(~mask[:, :, None], float("-inf"))
             logits = slot_logits.amax(1)   # padded slots are -inf and never win
-        return {"logits": logits, "probs": torch.sigmoid(logits.float()),
-                "scores": torch.sigmoid(slot_logits.float())}
+        return {"logits": logits, "probs": torch.sigmoid(_at_least_f32(logits)),
+                "scores": torch.sigmoid(_at_least_f32(slot_logits))}
 
     def loss(self, out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         return weighted_bce_from_logits(out["logits"], batch["target"], self.ratios, self.cfg.beta)
 
     def probs(self, out: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.sigmoid(out["logits"].float())
+        return torch.sigmoid(_at_least_f32(out["logits"]))
 
     def describe(self) -> Dict[str, object]:
         d = dict(self.record)
