@@ -27,7 +27,7 @@ class ExampleMeanPoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["example_mean_pool"] = "example_mean_pool"
-    depth: int = 18
+    depth: Literal[18, 34, 50, 101, 152] = 18
     pretrained: str = "none"
     prior_bias: bool = True
 

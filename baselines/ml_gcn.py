@@ -29,7 +29,7 @@ class MLGCNConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["ml_gcn"] = "ml_gcn"
-    depth: int = 101
+    depth: Literal[18, 34, 50, 101, 152] = 101
     pretrained: str = "none"
     # GMP is part of the method (authors' README); "avg" gives the GAP ablation.
     pool: Literal["max", "avg"] = "max"

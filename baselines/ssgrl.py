@@ -32,7 +32,7 @@ class SSGRLConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["ssgrl"] = "ssgrl"
-    depth: int = 101
+    depth: Literal[18, 34, 50, 101, 152] = 101
     pretrained: str = "none"
     attention_dim: int = Field(1024, ge=1)
     # None → the trunk's width.

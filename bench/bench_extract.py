@@ -72,6 +72,47 @@ def build(args, labels, device):
                        args.top_m, device, labels)
 
 
+def _rss_mb() -> float:
+    """Private (anonymous) resident memory; mapped cache pages are reclaimable and not in it."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+
+
+def bench_reader(n_images: int, m: int, shard_size: int = 512, feat_dim: int = 1024) -> dict:
+    """Write a fake cache of n_images x m instances, then time open + random lookups."""
+    from gmbench.instances import cache as C
+    from gmbench.instances import open_cache
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ids = [f"{i:07d}" for i in range(n_images)]
+        plan = {"dataset": "fake", "split": "x", "source": "detector", "top_m": m,
+                "feat_dim": feat_dim, "shard_size": shard_size, "identity": "fake",
+                "settings": {}, "ids_sha256": C.ids_digest(ids)}
+        metas = []
+        for s, (a, b) in enumerate(C.shard_ranges(n_images, shard_size)):
+            res = [{"boxes_px": np.tile([1, 2, 30, 40], (k, 1)), "labels": np.ones(k),
+                    "scores": np.ones(k), "size": (64, 48),
+                    "feat": rng.standard_normal((k, feat_dim), dtype=np.float32)}
+                   for k in rng.integers(m // 2, m + 1, b - a)]
+            metas.append(C.write_shard(root / "shards", s, a, b, ids[a:b],
+                                       C.pack_shard(res, feat_dim), "fake"))
+        C.write_manifest(root, plan, ids, metas, {})
+        size_gb = sum(f.stat().st_size for f in (root / "shards").glob("*.npy")) / 1e9
+        os.system("sync")
+        rss0, t = _rss_mb(), time.perf_counter()
+        cache = open_cache(root, ids)
+        t_open, rss_open = time.perf_counter() - t, _rss_mb() - rss0
+        order = rng.integers(0, n_images, 20000)
+        t = time.perf_counter()
+        for i in order:
+            cache[int(i)]
+        t_rand = (time.perf_counter() - t) / len(order)
+        return {"images": n_images, "m": m, "gb": size_gb, "open_s": t_open,
+                "rss_after_open_mb": rss_open, "lookup_us": 1e6 * t_rand,
+                "rss_after_lookups_mb": _rss_mb() - rss0}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -87,7 +128,16 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--reader-images", type=int, default=0,
+                    help="instead: time the cache reader on a fake cache of this many images")
     args = ap.parse_args()
+    if args.reader_images:
+        r = bench_reader(args.reader_images, args.top_m)
+        print(f"reader: {r['images']} images x <= {r['m']} instances, {r['gb']:.2f} GB on disk; "
+              f"open {r['open_s']:.2f} s (+{r['rss_after_open_mb']:.0f} MB anon RSS); random lookup "
+              f"{r['lookup_us']:.0f} us/image (+{r['rss_after_lookups_mb']:.0f} MB anon RSS after "
+              f"20k lookups)")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -132,7 +132,7 @@ class _SignalGuard:
 
 
 def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, state: TrainState,
-                    on_step: Callable[[], None], method: str = "") -> float:
+                    on_step: Callable[[bool], None], method: str = "") -> float:
     """One pass over ``loader`` (which may start mid-epoch). Returns the mean loss."""
     model.train()
     total, count = 0.0, 0
@@ -148,6 +148,7 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, st
         with autocast(device, cfg):
             out = model(batch)
             loss = (model.module if hasattr(model, "module") else model).loss(out, batch)
+        good = False
         if not dist.all_true(bool(torch.isfinite(loss.detach()).item())):
             state.bad_steps += 1
             state.consecutive_bad += 1
@@ -169,9 +170,10 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, st
             total += float(loss.detach())
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
+            good = True
         state.step += 1
         state.global_step += 1
-        on_step()
+        on_step(good)
     return total / max(count, 1)
 
 
@@ -253,14 +255,15 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
 
     times = {"train": 0.0, "eval": 0.0}
     with _SignalGuard() as guard:
-        def on_step():
+        def on_step(good: bool):
+            """After each step: periodic checkpoint (never right after a skipped step)."""
             every = cfg.train.ckpt_every_steps
             stop = not dist.all_true(guard.signum is None)
-            if stop or (every and state.global_step % every == 0):
+            if good and (stop or (every and state.global_step % every == 0)):
                 save_ckpt()
             if stop:
                 raise Interrupted(guard.signum or signal.SIGTERM,
-                                  ckpt_dir / checkpoint.checkpoint_name(state.epoch, state.step))
+                                  (checkpoint.list_checkpoints(ckpt_dir) or [None])[-1])
 
         while state.epoch < cfg.train.epochs:
             train_loader.sampler.set_epoch(state.epoch)

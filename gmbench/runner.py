@@ -161,13 +161,22 @@ class _DataCache:
     def get(self, cfg: C.RunConfig):
         key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
         if key not in self._store:
-            from .data import load_splits
-            from .data.side_info import build_data_info
-            root, train, test = load_splits(cfg.data)
-            cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else root / ".gmbench"
-            info = build_data_info(train, cfg.data, cache_dir)
-            self._store[key] = (root, train, test, info)
+            from .utils import dist
+            # Rank 0 generates/caches first; the others then read what it wrote.
+            if not dist.is_main():
+                dist.barrier()
+            self._store[key] = self._load(cfg)
+            if dist.is_main():
+                dist.barrier()
         return self._store[key]
+
+    @staticmethod
+    def _load(cfg: C.RunConfig):
+        from .data import load_splits
+        from .data.side_info import build_data_info
+        root, train, test = load_splits(cfg.data)
+        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else root / ".gmbench"
+        return root, train, test, build_data_info(train, cfg.data, cache_dir)
 
 
 def build_datasets(cfg: C.RunConfig, model, train, test, root: Path):

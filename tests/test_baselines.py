@@ -117,7 +117,7 @@ def test_shapes_and_loss_decreases(name):
     assert model.probs(out).shape == (4, C)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
-    for _ in range(6):
+    for _ in range(4):
         loss = model.loss(model(batch), batch)
         opt.zero_grad()
         loss.backward()

@@ -95,9 +95,11 @@ def run_extract(args) -> int:
     from gmbench.instances.pipeline import run_extraction
     from gmbench.utils import dist
 
+    main = True
     try:
         device = _device(args.device)
         dist.init_from_env(str(device))
+        main = dist.is_main()
         opts = parse_options(args.option)
         cfg = data_config(args.dataset, root=args.root, **opts)
         spec = get_spec(args.dataset)
@@ -120,7 +122,11 @@ def run_extract(args) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, CacheError, ValidationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if dist.is_main():
+    finally:
+        if dist.is_dist():
+            import torch.distributed
+            torch.distributed.destroy_process_group()
+    if main:
         rate = res["n_images"] / res["seconds"] if res["seconds"] > 0 else float("nan")
         print(f"{'complete' if res['complete'] else 'INCOMPLETE'}: {res['out']}\n"
               f"  shards written {res['written']}, already done {res['skipped']} (rank 0); "
