@@ -127,7 +127,7 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
                 continue
             root = Path(d.root) if d.root else None
             if root is None:
-                lines.append(f"      data: data.root is not set; expected layout:\n"
+                lines.append("      data: data.root is not set; expected layout:\n"
                              + "\n".join("        " + x for x in spec.layout.splitlines()))
                 continue
             for split in (d.train_split, d.test_split):

@@ -254,3 +254,39 @@ def test_imports_and_runs_without_dgl():
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "dense"
     assert lines[1].startswith("ERR") and "dgl==2.1.0" in lines[1] and "torch==2.2.1" in lines[1]
+
+
+def test_cache_mode_reads_instance_caches_through_the_dataset(tmp_path):
+    from PIL import Image
+
+    from gmbench.data.base import DataConfig, LabelSet
+    from gmbench.data.dataset import ImageDataset, collate
+    from gmbench.data.transforms import build_transform
+    from gmbench.instances import BoxesConfig, BoxesSource, default_cache_dir
+    from gmbench.instances.pipeline import run_extraction
+    rng = np.random.default_rng(0)
+    paths, boxes = [], []
+    for i in range(3):
+        p = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+        boxes.append(np.array([[2, 3, 30, 20], [10, 10, 40, 38]][: i + 1], np.float32))
+    labels = LabelSet(image_ids=[f"im{i}" for i in range(3)], class_names=[f"c{c}" for c in range(C)],
+                      targets=rng.integers(0, 2, (3, C)).astype(np.int8), image_paths=paths,
+                      boxes=boxes)
+    dcfg = DataConfig(name="tiny", cache_dir=str(tmp_path / "dc"), train_split="train",
+                      test_split="test")
+    model = make_model("dense", feat_dim=256, top_m=4, instance_source="boxes")
+    with pytest.raises(FileNotFoundError, match="gmbench extract"):
+        model.instance_sources(tmp_path, dcfg)
+    src = BoxesSource(BoxesConfig(depth=18, weights="none", min_size=32, max_size=64), 4, "cpu", labels)
+    for split in ("train", "test"):
+        run_extraction(labels, default_cache_dir(tmp_path / "dc", split, "boxes", 4), src,
+                       dataset="tiny", split=split, top_m=4)
+    train, test = model.instance_sources(tmp_path, dcfg)
+    ds = ImageDataset(labels, build_transform("plain", 32, False), with_boxes=True, instance_source=train)
+    batch = collate([ds[i] for i in range(3)])
+    assert batch["inst_feat"].shape == (3, 2, 256) and batch["box_mask"].sum().item() == 3
+    out = model(batch)
+    assert out["probs"].shape == (3, C) and torch.isfinite(model.loss(out, batch))
+    assert len(model.describe()["instance_caches"]) == 2

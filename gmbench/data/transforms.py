@@ -15,11 +15,22 @@ import random
 from typing import Any, Dict, List
 
 import torch
+from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 MLGCN_SCALES = (1.0, 0.875, 0.75, 0.66, 0.5)
+
+
+def _image_size(flat_inputs: List[Any]):
+    """(h, w) of the first image among a transform's inputs (boxes carry the same canvas)."""
+    for x in flat_inputs:
+        if isinstance(x, (Image.Image, tv_tensors.Image)) or (
+                torch.is_tensor(x) and not isinstance(x, tv_tensors.BoundingBoxes) and x.ndim >= 2):
+            return tuple(F.get_size(x))
+    raise TypeError("MultiScaleCrop needs an image among its inputs")
 
 
 class MultiScaleCrop(v2.Transform):
@@ -32,7 +43,7 @@ class MultiScaleCrop(v2.Transform):
         self.size, self.scales, self.max_distort = size, scales, max_distort
 
     def _get_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
-        h, w = v2.query_size(flat_inputs)
+        h, w = _image_size(flat_inputs)
         base = min(h, w)
         sides = [int(base * s) for s in self.scales]
         pairs = [(cw, ch) for i, ch in enumerate(sides) for j, cw in enumerate(sides)

@@ -1,7 +1,7 @@
 """The ``model:`` block of method ``gm_mlic`` (defaults = the paper's COCO setting)."""
 from __future__ import annotations
 
-from typing import List, Literal
+from typing import List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -14,6 +14,11 @@ class GMMLICConfig(BaseModel):
     # (batch["inst_feat"], feat_dim wide); "e2e" = trainable ResNet trunk + RoIAlign.
     features: Literal["e2e", "cache"] = "cache"
     feat_dim: int = 1024            # width of cached instance features (cache mode)
+    # Cache mode: which `gmbench extract --source` made the caches, or explicit cache dirs
+    # (default DATA_CACHE/instances/SPLIT-SOURCE-m<top_m>, as `gmbench extract` writes).
+    instance_source: Literal["detector", "boxes"] = "detector"
+    cache_train: Optional[str] = None
+    cache_test: Optional[str] = None
     depth: Literal[18, 34, 50, 101, 152] = 101   # ResNet depth of the e2e trunk
     pretrained: str = "none"        # e2e trunk weights: imagenet | none | /path.pth
     roi_size: int = 7               # RoIAlign output (roi_size²), then average-pooled

@@ -45,7 +45,7 @@ class GMMLIC(MLICModel):
             self.record.update(rec)
         else:
             self.backbone, feat_dim = None, cfg.feat_dim
-        self.feat_dim = feat_dim
+        self.feat_dim = self.instance_feature_dim = feat_dim
         self.head = GMMLICHead(feat_dim, word.shape[1], cfg.enc_dim, cfg.dims,
                                cfg.use_instance_graph, cfg.use_label_graph, cfg.use_matching_edges,
                                cfg.mlp_layers, cfg.mlp_norm == "layer")
@@ -58,6 +58,29 @@ class GMMLIC(MLICModel):
                                   f"Working versions: {WORKING_STACKS}.")
 
     # -- features -----------------------------------------------------------------
+    def instance_sources(self, root, data_cfg):
+        """(train, test) instance caches for the runner in cache mode; (None, None) in e2e."""
+        if self.cfg.features != "cache":
+            return None, None
+        from pathlib import Path
+
+        from gmbench.instances import default_cache_dir, open_cache
+        base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else Path(root) / ".gmbench"
+        out = []
+        for split, given in ((data_cfg.train_split, self.cfg.cache_train),
+                             (data_cfg.test_split, self.cfg.cache_test)):
+            path = Path(given) if given else default_cache_dir(base, split, self.cfg.instance_source,
+                                                               self.cfg.top_m)
+            if not (path / "manifest.json").is_file():
+                raise FileNotFoundError(
+                    f"gm_mlic (model.features=cache) needs the instance cache {path} for split "
+                    f"{split!r}; run `python -m gmbench extract --split {split} --source "
+                    f"{self.cfg.instance_source} --top-m {self.cfg.top_m}`, set "
+                    f"model.cache_train/model.cache_test, or use model.features=e2e")
+            out.append(open_cache(path))
+        self.record["instance_caches"] = [str(c.root) for c in out]
+        return tuple(out)
+
     def roi_features(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """image [B, 3, H, W], boxes [B, M, 4] normalised → RoIAlign + mean [B, M, C_trunk]."""
         fmap = self.backbone(image)
