@@ -15,6 +15,7 @@ large bf16 matmul to measure the peak it compares against.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -49,7 +50,8 @@ def make(M: int, C: int, B: int, dims, enc: int, feat_dim: int, device, seed: in
 
 
 def step(model, batch, amp):
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    with ctx:
         out = model(batch)
     model.loss(out, batch).backward()
 

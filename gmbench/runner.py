@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import config as C
+from .figures import FigureSpec
 from .utils.io import append_jsonl, read_jsonl
 
 
@@ -34,6 +35,7 @@ class TableSpec(BaseModel):
     chance: bool = True              # a column with the chance-level mAP (label frequency)
     reference: Optional[str] = None  # published numbers (results/reference/*.yaml), issue 9
     group_header: Optional[Dict[str, List[str]]] = None
+    figure: Optional[FigureSpec] = None  # a sweep plot next to the tables (gmbench/figures.py)
 
 
 class RowSpec(BaseModel):
@@ -44,6 +46,7 @@ class RowSpec(BaseModel):
     set: Dict[str, Any] = {}
     seeds: Optional[List[int]] = None
     reference: Optional[str] = None  # the published row this reproduces
+    table_row: Optional[str] = None  # rows sharing it fill one table row (<dataset>/<key> columns)
 
 
 class SuiteSpec(BaseModel):
@@ -87,6 +90,8 @@ def config_hash(cfg: Dict[str, Any]) -> str:
 
 def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = None) -> List[PlannedRun]:
     """Resolve and validate every run of the suite before any work starts."""
+    from .reference import check_suite
+    check_suite(suite)
     runs, labels = [], set()
     cli = dict(overrides)
     if device:
@@ -111,7 +116,7 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
     from .data import get_spec
     lines = [f"suite {suite.name}: {len(suite.rows)} rows, {len(runs)} runs → {out_dir / suite.name}"]
     done = finished_keys(out_dir / suite.name / "runs.jsonl")
-    seen = set()
+    seen, missing = set(), 0
     for r in runs:
         d = r.cfg.data
         status = "done" if r.key in done else "todo"
@@ -124,17 +129,40 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
             spec = get_spec(d.name)
             if d.name == "synthetic":
                 lines.append("      data: generated on first use (no files needed)")
-                continue
-            root = Path(d.root) if d.root else None
-            if root is None:
+            elif not d.root:
                 lines.append("      data: data.root is not set; expected layout:\n"
                              + "\n".join("        " + x for x in spec.layout.splitlines()))
-                continue
-            for split in (d.train_split, d.test_split):
-                for p in spec.expected_files(root, split, d):
-                    mark = "ok" if Path(p).exists() else "MISSING"
-                    lines.append(f"      {mark:7s} {p}")
+            else:
+                for split in (d.train_split, d.test_split):
+                    for p in spec.expected_files(Path(d.root), split, d):
+                        if p not in seen:
+                            seen.add(p)
+                            missing += not Path(p).exists()
+                            lines.append(f"      {'ok' if Path(p).exists() else 'MISSING':7s} {p}")
+        for what, p in _side_files(r.cfg):
+            if p not in seen:
+                seen.add(p)
+                missing += not p.exists()
+                lines.append(f"      {'ok' if p.exists() else 'MISSING':7s} {p}  ({what})")
+    if missing:
+        lines.append(f"{missing} file(s) missing. Check a dataset with `python -m gmbench data check "
+                     f"NAME --root ROOT`; make instance caches with `python -m gmbench extract`.")
     return "\n".join(lines)
+
+
+def _side_files(cfg: C.RunConfig) -> List[tuple]:
+    """Files a run opens besides the annotations: GloVe, and the instance caches of methods
+    that read them (model.features=cache; the path rule of GMMLIC.instance_sources)."""
+    d, m = cfg.data, cfg.model
+    out = [("GloVe word vectors", Path(d.glove).expanduser())] if d.glove else []
+    if getattr(m, "features", None) == "cache":
+        from .instances import default_cache_dir
+        base = Path(d.cache_dir) if d.cache_dir else (Path(d.root) / ".gmbench" if d.root else None)
+        for split, given in ((d.train_split, m.cache_train), (d.test_split, m.cache_test)):
+            if given or base is not None:
+                p = Path(given) if given else default_cache_dir(base, split, m.instance_source, m.top_m)
+                out.append((f"instance cache, split {split}", p.expanduser() / "manifest.json"))
+    return out
 
 
 def finished_keys(path: Path) -> Dict[tuple, dict]:
@@ -224,6 +252,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         "status": "finished", "suite": suite.name, "row": run.row.label, "row_index": run.row_index,
         "method": run.row.method, "model": cfg.model.name, "dataset": run.row.dataset,
         "seed": run.seed, "reference": run.row.reference,
+        "table_row": run.row.table_row or run.row.label,
         "metrics": metrics, "per_class_ap": dict(zip(info.class_names, ap)),
         "chance_mAP": chance_map(test.targets),
         "n_train": len(train), "n_test": len(test),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from fractions import Fraction as F
 
@@ -392,8 +393,9 @@ def _ddp_worker(rank, world, init_file, out_dir):
     import torch
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
+    from datetime import timedelta
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=timedelta(seconds=60))
     try:
         p, t = _ddp_data()
         sampler = DistributedSampler(list(range(N_DDP)), num_replicas=world, rank=rank,
@@ -411,6 +413,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
         res["lone"] = _quiet_compute(lone.gather())
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
             json.dump(res, f)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -426,7 +429,14 @@ def test_accumulator_gather_two_gloo_ranks(tmp_path):
     import torch.multiprocessing as mp
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed not available")
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ctx = mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                   join=False)
+    deadline = time.monotonic() + 240  # a hang must fail the test, not the whole suite
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("gloo workers did not finish within 240 s")
     p, t = _ddp_data()
     want = {"default": _quiet(p, t),
             "voc": _quiet(p, t, ap="voc_interpolated", topk_mode="pure"),

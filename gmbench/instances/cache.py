@@ -143,7 +143,7 @@ def shard_problem(shard_dir: Path, s: int, start: int, stop: int, image_ids: Seq
         path = _array_path(shard_dir, s, name)
         if not path.is_file():
             return f"{path.name} is missing"
-        if check_sums and file_sha256(path) != meta["files"].get(name):
+        if check_sums and file_sha256(path) != meta.get("files", {}).get(name):
             return f"{path.name} does not match its checksum"
     return None
 

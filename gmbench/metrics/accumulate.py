@@ -27,9 +27,11 @@ class MetricAccumulator:
 
     def __init__(self) -> None:
         self._parts: List[Arrays] = []
+        self._comm: Any = None  # tensors of the last gather, see gather()
 
     def reset(self) -> None:
         self._parts = []
+        self._comm = None
 
     def __len__(self) -> int:
         """Rows stored so far, duplicates included."""
@@ -85,6 +87,12 @@ class MetricAccumulator:
         The rows travel as one float64 tensor [rows, 1 + 2C] padded to the largest
         rank: float64 holds the index (< 2**53), any float32/float64 prob and the
         targets exactly, and no pickling is involved.
+
+        The communication tensors stay referenced by the accumulator until
+        ``reset()``: if the last reference to a tensor of a finished gloo work
+        were dropped by gloo's worker thread, that thread would need the GIL,
+        and a ``destroy_process_group()`` right after (which holds the GIL while
+        joining that thread, in torch releases such as the pinned 2.2) would deadlock.
         """
         try:
             import torch
@@ -105,6 +113,7 @@ class MetricAccumulator:
         world = dist.get_world_size()
         meta = torch.tensor([len(idx), p.shape[1] if len(idx) else -1], device=device)
         metas = [torch.zeros_like(meta) for _ in range(world)]
+        self._comm = [meta, metas]
         dist.all_gather(metas, meta)
         sizes = [int(m[0]) for m in metas]
         classes = {int(m[1]) for m in metas if int(m[0]) > 0}
@@ -121,6 +130,7 @@ class MetricAccumulator:
             packed[:len(idx), 1 + c:] = t
         mine = torch.from_numpy(packed).to(device)
         bufs = [torch.empty_like(mine) for _ in range(world)]
+        self._comm += [mine, bufs]
         dist.all_gather(bufs, mine)
         allrows = np.concatenate([b.cpu().numpy()[:n] for b, n in zip(bufs, sizes)])
         self._parts = [(allrows[:, 0].astype(np.int64), allrows[:, 1:1 + c].copy(),
