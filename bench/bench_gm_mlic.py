@@ -9,8 +9,8 @@ Every image has M valid instances (the paper's fixed top-m). FLOPs per graph are
 matmul FLOPs of one forward+backward counted by torch.utils.flop_counter.FlopCounterMode
 (elementwise and DGL sparse work not counted) divided by the batch; the dense backend
 does the still image-independent label work (label encoders, first label-graph message)
-once per batch, DGL once per image, so their counts differ. On CUDA the script also times a
-large bf16 matmul to measure the peak it compares against.
+once per batch, DGL once per image, so their counts differ. The script also times a large
+matmul (bf16 with --amp bf16, else fp32) on the same device as the peak it compares against.
 """
 from __future__ import annotations
 
@@ -81,17 +81,18 @@ def count_flops(model, batch, amp) -> float:
     return float(fc.get_total_flops())
 
 
-def matmul_peak(device, n: int = 8192, iters: int = 20) -> float:
-    """Measured bf16 dense matmul FLOP/s on ``device`` (n×n @ n×n)."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+def matmul_peak(device, dtype, n: int, iters: int = 10) -> float:
+    """Measured dense matmul FLOP/s on ``device`` (n×n @ n×n in ``dtype``)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     for _ in range(iters):
         a @ b
-    torch.cuda.synchronize()
+    sync()
     return 2 * n ** 3 * iters / (time.perf_counter() - t)
 
 
@@ -117,15 +118,16 @@ def main(argv=None):
         ap.error("--amp bf16 is for --device cuda")
     backends = (args.backends or ("dense" if device.type == "cuda" else "dgl,dense")).split(",")
     dims = [int(d) for d in args.dims.split(",")]
-    peak = matmul_peak(device) if device.type == "cuda" else None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} threads"
+    cuda = device.type == "cuda"
+    pdtype = torch.bfloat16 if amp else torch.float32
+    peak = matmul_peak(device, pdtype, 8192 if cuda else 2048)
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    pname = "bf16" if amp else "fp32"
     print(f"# device: {name}; torch {torch.__version__}; batch {args.batch}; enc {args.enc_dim}; "
-          f"dims {dims}; amp {args.amp}" + (f"; measured bf16 matmul peak {peak / 1e12:.1f} TFLOP/s"
-                                              if peak else ""))
+          f"dims {dims}; amp {args.amp}; measured {pname} matmul peak {peak / 1e12:.3f} TFLOP/s")
     print("| size | M | C | backend | ms/step (fwd+bwd) | graphs/s | GFLOP/graph (matmul) "
-          "| achieved TFLOP/s |" + (" % of bf16 peak |" if peak else ""))
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if peak else ""))
+          f"| achieved TFLOP/s | % of {pname} matmul peak |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes.split(","):
         M, C = SIZES[size]
         model, batch = make(M, C, args.batch, dims, args.enc_dim, args.feat_dim, device)
@@ -133,17 +135,15 @@ def main(argv=None):
             if be == "dgl":
                 ok, why = dgl_runs_on(device)
                 if not ok:
-                    print(f"| {size} | {M} | {C} | dgl | skipped: {why} | | | |")
+                    print(f"| {size} | {M} | {C} | dgl | skipped: {why} | | | | |")
                     continue
             model.backend = be
             flops = count_flops(model, batch, amp)   # per backend: DGL repeats label work per image
             t = timed(model, batch, amp, args.iters, args.warmup, device)
             assert model.record["backend"] == be
-            row = (f"| {size} | {M} | {C} | {be} | {t * 1e3:.1f} | {args.batch / t:.1f} | "
-                   f"{flops / args.batch / 1e9:.2f} | {flops / t / 1e12:.3f} |")
-            if peak:
-                row += f" {100 * flops / t / peak:.1f} |"
-            print(row, flush=True)
+            print(f"| {size} | {M} | {C} | {be} | {t * 1e3:.1f} | {args.batch / t:.1f} | "
+                  f"{flops / args.batch / 1e9:.2f} | {flops / t / 1e12:.3f} | "
+                  f"{100 * flops / t / peak:.1f} |", flush=True)
         del model, batch
 
 

@@ -3,6 +3,13 @@ import os
 import pytest
 
 os.environ.setdefault("DGLBACKEND", "pytorch")
+# One intra-op thread: on a shared 2-core box, two OpenMP threads per process
+# are often 5x slower than one (spin-waiting); subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Tiny synthetic settings shared by end-to-end tests (seconds on a 2-core CPU).
 TINY = {

@@ -411,6 +411,15 @@ def _ddp_worker(rank, world, init_file, out_dir):
         if rank == 0:
             lone.update([4, 2], p[[4, 2]], t[[4, 2]])
         res["lone"] = _quiet_compute(lone.gather())
+        bad = MetricAccumulator()  # rank 1 holds a clash: every rank must raise, none hang
+        bad.update([rank], p[[rank]], t[[rank]])
+        if rank == 1:
+            bad.update([1], p[[1]], 1 - np.abs(t[[1]]))
+        try:
+            bad.gather()
+            res["clash"] = None
+        except ValueError as exc:
+            res["clash"] = str(exc)
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
             json.dump(res, f)
         dist.barrier()
@@ -444,5 +453,7 @@ def test_accumulator_gather_two_gloo_ranks(tmp_path):
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got["n"] == N_DDP
+        assert ("added twice with different targets" if rank else "failed on rank(s) [1]") \
+            in got["clash"]
         for k in want:
             _same(got[k], want[k])

@@ -156,7 +156,7 @@ def _paper_rows(lines):
 
 @pytest.mark.skipif(not PAPER.is_file(), reason=f"paper text {PAPER} not available")
 def test_reference_file_matches_the_paper_text():
-    text = PAPER.read_text(encoding="utf-8").splitlines()
+    text = [ln.strip() for ln in PAPER.read_text(encoding="utf-8").splitlines()]
     starts = [i for i, ln in enumerate(text) if ln.startswith(("Methods aero", "Methods All",
                                                                 "Dataset MS-COCO VOC"))]
     ends = [next(j for j in range(s, len(text)) if text[j].startswith(f"Table {n}:"))

@@ -20,6 +20,7 @@ from ._validate import check_pair, to_numpy
 from .core import evaluate
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray]
+_LAST_GATHER: List[Any] = []  # tensor objects of the last gather, see gather()
 
 
 class MetricAccumulator:
@@ -27,11 +28,9 @@ class MetricAccumulator:
 
     def __init__(self) -> None:
         self._parts: List[Arrays] = []
-        self._comm: Any = None  # tensors of the last gather, see gather()
 
     def reset(self) -> None:
         self._parts = []
-        self._comm = None
 
     def __len__(self) -> int:
         """Rows stored so far, duplicates included."""
@@ -88,11 +87,11 @@ class MetricAccumulator:
         rank: float64 holds the index (< 2**53), any float32/float64 prob and the
         targets exactly, and no pickling is involved.
 
-        The communication tensors stay referenced by the accumulator until
-        ``reset()``: if the last reference to a tensor of a finished gloo work
-        were dropped by gloo's worker thread, that thread would need the GIL,
-        and a ``destroy_process_group()`` right after (which holds the GIL while
-        joining that thread, in torch releases such as the pinned 2.2) would deadlock.
+        The communication tensors are emptied but kept referenced until the
+        next gather (``_LAST_GATHER``): if gloo's worker thread dropped the last
+        reference to a tensor of a finished work, it would need the GIL, and a
+        ``destroy_process_group()`` right after (which holds the GIL while it
+        joins that thread, in torch releases such as the pinned 2.2) deadlocks.
         """
         try:
             import torch
@@ -104,17 +103,26 @@ class MetricAccumulator:
         device = torch.device("cpu")
         if dist.get_backend() == "nccl":
             device = torch.device("cuda", torch.cuda.current_device())
-        if self._parts:
-            idx, p, t = self.state()
-        else:
-            idx, p, t = np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0), np.int8)
-        if idx.size and idx.max() >= 2 ** 53:
-            raise ValueError(f"index {int(idx.max())} is too large to gather exactly")
+        # A local error is shared through the first gather, so that every rank
+        # raises instead of the others waiting in the second one.
+        idx, p, t = np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0), np.int8)
+        error = ""
+        try:
+            if self._parts:
+                idx, p, t = self.state()
+            if idx.size and idx.max() >= 2 ** 53:
+                raise ValueError(f"index {int(idx.max())} is too large to gather exactly")
+        except ValueError as exc:
+            error = str(exc)
         world = dist.get_world_size()
-        meta = torch.tensor([len(idx), p.shape[1] if len(idx) else -1], device=device)
+        meta = torch.tensor([len(idx), p.shape[1] if len(idx) else -1, int(bool(error))],
+                            device=device)
         metas = [torch.zeros_like(meta) for _ in range(world)]
-        self._comm = [meta, metas]
+        _LAST_GATHER[:] = [meta] + metas
         dist.all_gather(metas, meta)
+        failed = [r for r, m in enumerate(metas) if int(m[2])]
+        if failed:
+            raise ValueError(error or f"MetricAccumulator.gather failed on rank(s) {failed}")
         sizes = [int(m[0]) for m in metas]
         classes = {int(m[1]) for m in metas if int(m[0]) > 0}
         if len(classes) > 1:
@@ -130,9 +138,11 @@ class MetricAccumulator:
             packed[:len(idx), 1 + c:] = t
         mine = torch.from_numpy(packed).to(device)
         bufs = [torch.empty_like(mine) for _ in range(world)]
-        self._comm += [mine, bufs]
+        _LAST_GATHER.extend([mine] + bufs)
         dist.all_gather(bufs, mine)
         allrows = np.concatenate([b.cpu().numpy()[:n] for b, n in zip(bufs, sizes)])
+        for x in _LAST_GATHER:
+            x.set_()  # free the memory, keep the tensor objects (see above)
         self._parts = [(allrows[:, 0].astype(np.int64), allrows[:, 1:1 + c].copy(),
                         allrows[:, 1 + c:].astype(np.int8))]
         return self
