@@ -29,15 +29,25 @@ def make_data(n: int, c: int, seed: int = 0, density: float = 0.035):
     return probs64.astype(np.float32), probs64, targets
 
 
-def best_of(fn, repeats: int):
-    """(best wall s, best CPU s of this process, last result)."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return min(walls), min(cpus), out
+def timed(fn):
+    """(wall s, CPU s of this process, result) of one call."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w, time.process_time() - c, out
+
+
+def with_threads(n, fn):
+    def run():
+        old = os.environ.get("GMBENCH_METRIC_THREADS")
+        os.environ["GMBENCH_METRIC_THREADS"] = str(n)
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ["GMBENCH_METRIC_THREADS"]
+            else:
+                os.environ["GMBENCH_METRIC_THREADS"] = old
+    return run
 
 
 def sklearn_loop(probs, targets):
@@ -55,22 +65,24 @@ def main() -> None:
     probs, p64, targets = make_data(args.n, args.c)  # p64: not float32-exact (64-bit keys)
     evaluate(probs, targets)  # warm-up (page faults, thread pool)
 
-    rows = []
     threads = core._n_threads()
-    rows.append((f"evaluate, float32 probs, {threads} threads",)
-                + best_of(lambda: evaluate(probs, targets), args.repeats))
-    os.environ["GMBENCH_METRIC_THREADS"] = "1"
-    rows.append(("evaluate, float32 probs, 1 thread",)
-                + best_of(lambda: evaluate(probs, targets), args.repeats))
-    del os.environ["GMBENCH_METRIC_THREADS"]
-    rows.append((f"evaluate, float64 probs, {threads} threads",)
-                + best_of(lambda: evaluate(p64, targets), args.repeats))
-    rows.append(("evaluate voc_interpolated + pure top-k",)
-                + best_of(lambda: evaluate(probs, targets, ap="voc_interpolated",
-                                           topk_mode="pure"), args.repeats))
-    sk = best_of(lambda: sklearn_loop(probs, targets), max(2, args.repeats // 2))
-    rows.append(("sklearn average_precision_score loop (AP only)",) + sk)
-
+    variants = [
+        (f"evaluate, float32 probs, {threads} threads", lambda: evaluate(probs, targets)),
+        ("evaluate, float32 probs, 1 thread", with_threads(1, lambda: evaluate(probs, targets))),
+        (f"evaluate, float64 probs, {threads} threads", lambda: evaluate(p64, targets)),
+        ("evaluate voc_interpolated + pure top-k",
+         lambda: evaluate(probs, targets, ap="voc_interpolated", topk_mode="pure")),
+        ("sklearn average_precision_score loop (AP only)", lambda: sklearn_loop(probs, targets)),
+    ]
+    # Rounds interleave the variants, so a burst of load elsewhere hits them all alike.
+    best = {name: [float("inf"), float("inf"), None] for name, _ in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants:
+            wall, cpu, out = timed(fn)
+            entry = best[name]
+            entry[0], entry[1], entry[2] = min(entry[0], wall), min(entry[1], cpu), out
+    rows = [(name,) + tuple(best[name]) for name, _ in variants]
+    sk = rows[-1][1:]
     ours = np.array(rows[0][3]["AP"])
     diff = float(np.max(np.abs(ours - np.array(sk[2]))))
     width = max(len(r[0]) for r in rows)

@@ -52,6 +52,9 @@ class TrainConfig(_Strict):
     keep_last: int = 2
     max_bad_steps: int = 5          # consecutive non-finite losses before aborting
     log_every: int = 50
+    # torch intra-op threads (None = torch's default). On a shared CPU box 1 is often
+    # fastest: OpenMP threads spin-wait for a descheduled sibling.
+    num_threads: Optional[int] = None
 
 
 class EvalConfig(_Strict):

@@ -234,6 +234,8 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     seed_everything(run.seed, cfg.train.deterministic)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     root, train, test, info = data.get(cfg)
     if cfg.train.global_batch_size and cfg.train.global_batch_size != cfg.train.batch_size * dist.world_size():
         raise C.ConfigError(

@@ -59,9 +59,12 @@ def test_ap_matches_sklearn(ties, ignored):
 
 def test_ap_float32_and_torch_inputs_agree():
     torch = pytest.importorskip("torch")
+    skm = pytest.importorskip("sklearn.metrics")
     p, t = _random(1, 120, 5)
     p32 = p.astype(np.float32)
     a = evaluate(p32, t)
+    ref = [skm.average_precision_score(t[:, c] == 1, p32[:, c]) for c in range(5)]
+    np.testing.assert_allclose(a["AP"], ref, rtol=0, atol=1e-12)
     _same(a, evaluate(torch.from_numpy(p32), torch.from_numpy(t).float()))
     _same(a, evaluate(p32.astype(np.float64), t.astype(np.int64)))
     half = torch.from_numpy(p32).to(torch.bfloat16)  # no numpy twin: widened on the way
