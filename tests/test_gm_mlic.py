@@ -83,6 +83,7 @@ ABLATIONS = {
     "none": {"use_instance_graph": False, "use_label_graph": False, "use_matching_edges": False},
     "3_modules_k2": {"dims": [16, 12, 10], "mlp_layers": 3, "knn_k": 2},
     "no_norm_top_m": {"mlp_norm": "none", "top_m": 4},
+    "residual": {"residual": True, "enc_dim": 8, "dims": [8, 8]},
 }
 
 

@@ -1,6 +1,7 @@
 """Metric layer: checked against scikit-learn, hand computations and invariants."""
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import time
@@ -26,10 +27,11 @@ def _random(seed, n, c, density=0.2, ties=False, ignored=0.0):
     return p, t
 
 
-def _quiet(*args, **kwargs):
+def _quiet(fn, *args, **kwargs):
+    """fn(...) with NoPositiveClassWarning silenced (fixtures that lack positives)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoPositiveClassWarning)
-        return evaluate(*args, **kwargs)
+        return fn(*args, **kwargs)
 
 
 def _same(a, b):
@@ -144,27 +146,24 @@ T_FIX = np.array([[1, 0, 1],
                   [-1, 0, 1]])
 
 
-def _six(cp, cr, op, orr):
-    return dict(zip(SIX, [cp, cr, 2 * cp * cr / (cp + cr), op, orr, 2 * op * orr / (op + orr)]))
+def _check_six(out, suffix, cp, cr, op, orr):
+    """The six metrics from hand-derived CP, CR, OP, OR (F1s by their definition)."""
+    want = [cp, cr, 2 * cp * cr / (cp + cr), op, orr, 2 * op * orr / (op + orr)]
+    for key, value in zip(SIX, want):
+        assert out[key + suffix] == pytest.approx(float(value), abs=1e-15), key + suffix
 
 
 def test_threshold_and_topk_hand_counts():
     # prob >= 0.5, per class (Nc, Np, Ng): (2, 3, 2) (1, 2, 2) (1, 1, 2);
     # row 3 / class 0 is predicted with target -1: a false positive.
     out = evaluate(P_FIX, T_FIX, top_k=2)
-    want = _six(F(13, 18), F(2, 3), F(4, 6), F(4, 6))
-    assert float(want["CF1"]) == pytest.approx(52 / 75)
-    for k in SIX:
-        assert out[k] == pytest.approx(float(want[k]), abs=1e-15), k
+    _check_six(out, "", F(13, 18), F(2, 3), F(4, 6), F(4, 6))
+    assert out["CF1"] == pytest.approx(52 / 75, abs=1e-15)
     # top-2 AND >= 0.5: rows pick {0, 2}, {0}, {1}, {0} → (2, 3, 2) (1, 1, 2) (1, 1, 2)
-    want = _six(F(8, 9), F(2, 3), F(4, 5), F(4, 6))
-    for k in SIX:
-        assert out[k + "@2"] == pytest.approx(float(want[k]), abs=1e-15), k
+    _check_six(out, "@2", F(8, 9), F(2, 3), F(4, 5), F(4, 6))
     # pure top-2: {0, 2}, {0, 1}, {1, 0}, {0, 2} → (2, 4, 2) (2, 2, 2) (2, 2, 2)
     pure = evaluate(P_FIX, T_FIX, top_k=2, topk_mode="pure")
-    want = _six(F(5, 6), F(1), F(6, 8), F(1))
-    for k in SIX:
-        assert pure[k + "@2"] == pytest.approx(float(want[k]), abs=1e-15), k
+    _check_six(pure, "@2", F(5, 6), F(1), F(6, 8), F(1))
     # AP: class 1 ranks + ... (0.7 +, 0.6 -, 0.4 +) → (1 + 2/3) / 2; -1 rows removed
     assert out["AP"] == pytest.approx([1.0, 5 / 6, 1.0], abs=1e-15)
     assert out["mAP"] == pytest.approx(17 / 18, abs=1e-15)
@@ -396,9 +395,8 @@ def _ddp_worker(rank, world, init_file, out_dir):
     import torch
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
-    from datetime import timedelta
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=timedelta(seconds=60))
+                            world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         p, t = _ddp_data()
         sampler = DistributedSampler(list(range(N_DDP)), num_replicas=world, rank=rank,
@@ -408,12 +406,12 @@ def _ddp_worker(rank, world, init_file, out_dir):
         for s in range(0, len(idx), 2):
             i = idx[s:s + 2]
             acc.update(torch.tensor(i), torch.from_numpy(p[i]), torch.from_numpy(t[i]).float())
-        res = {"n": acc.gather().n_samples(), "default": _quiet_compute(acc),
-               "voc": _quiet_compute(acc, ap="voc_interpolated", topk_mode="pure")}
+        res = {"n": acc.gather().n_samples(), "default": _quiet(acc.compute),
+               "voc": _quiet(acc.compute, ap="voc_interpolated", topk_mode="pure")}
         lone = MetricAccumulator()  # only rank 0 has data
         if rank == 0:
             lone.update([4, 2], p[[4, 2]], t[[4, 2]])
-        res["lone"] = _quiet_compute(lone.gather())
+        res["lone"] = _quiet(lone.gather().compute)
         bad = MetricAccumulator()  # rank 1 holds a clash: every rank must raise, none hang
         bad.update([rank], p[[rank]], t[[rank]])
         if rank == 1:
@@ -430,12 +428,6 @@ def _ddp_worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
-def _quiet_compute(acc, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoPositiveClassWarning)
-        return acc.compute(**kw)
-
-
 def test_accumulator_gather_two_gloo_ranks(tmp_path):
     torch = pytest.importorskip("torch")
     import torch.multiprocessing as mp
@@ -450,9 +442,9 @@ def test_accumulator_gather_two_gloo_ranks(tmp_path):
                 proc.kill()
             pytest.fail("gloo workers did not finish within 240 s")
     p, t = _ddp_data()
-    want = {"default": _quiet(p, t),
-            "voc": _quiet(p, t, ap="voc_interpolated", topk_mode="pure"),
-            "lone": _quiet(p[[2, 4]], t[[2, 4]])}
+    want = {"default": _quiet(evaluate, p, t),
+            "voc": _quiet(evaluate, p, t, ap="voc_interpolated", topk_mode="pure"),
+            "lone": _quiet(evaluate, p[[2, 4]], t[[2, 4]])}
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got["n"] == N_DDP

@@ -30,6 +30,7 @@ class GMMLICConfig(BaseModel):
     dims: List[int] = [512, 256]    # output width of each GNB module (k = len(dims))
     mlp_layers: int = 2             # Linear layers per MLP (ReLU between)
     mlp_norm: Literal["layer", "none"] = "layer"  # LayerNorm on every state/message MLP output
+    residual: bool = False          # x ← x + φ(·) in modules whose width does not change (not in the paper)
     use_instance_graph: bool = True  # False = "w/o Go"
     use_label_graph: bool = True     # False = "w/o Gl"
     use_matching_edges: bool = True  # False = "w/o ILM edges" (dot-product readout)

@@ -68,20 +68,20 @@ def dense_scores(head: GMMLICHead, feats: torch.Tensor, boxes: torch.Tensor,
         if blk.rho_lo is not None:
             msg = _msg(blk.rho_lo, em, blk.rho_lo.proj("v", vo)[:, :, None])
             pl["agg_o"] = masked_mean(msg, mask[:, :, None], 1)
-        vo, vl = blk.phi_o(**po), blk.phi_l(**pl)
+        vo, vl = blk.update(blk.phi_o, vo, **po), blk.update(blk.phi_l, vl, **pl)
         # Edge convolution (Eq. 9-12), on the updated node states.
         if blk.rho_oe is not None:
             r = blk.rho_oe.finish(gather_nodes(blk.rho_oe.proj("src", vo), nbr)
                                   + blk.rho_oe.proj("dst", vo)[:, :, None])
-            eo = blk.phi_oe(e=eo, r=r)
+            eo = blk.update(blk.phi_oe, eo, e=eo, r=r)
         if blk.rho_le is not None:
             r = blk.rho_le.finish(blk.rho_le.proj("src", vl)[:, None]
                                   + blk.rho_le.proj("dst", vl)[:, :, None])
-            el = blk.phi_le(e=el, r=r)
+            el = blk.update(blk.phi_le, el, e=el, r=r)
         if blk.rho_me is not None:
             r = blk.rho_me.finish(blk.rho_me.proj("o", vo)[:, :, None]
                                   + blk.rho_me.proj("l", vl)[:, None])
-            em = blk.phi_me(e=em, r=r)
+            em = blk.update(blk.phi_me, em, e=em, r=r)
     if head.match:
         return head.dec(e=em).squeeze(-1)                                # [B, M, C]
     # w/o ILM edges: fixed pairing score, scaled dot product of the final node states.

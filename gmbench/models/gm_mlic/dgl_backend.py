@@ -48,14 +48,16 @@ def _mean_into(g, etype, msg: torch.Tensor, out_key: str) -> torch.Tensor:
     return g.nodes[etype[2]].data[out_key]
 
 
-def _edge_update(g, etype, phi: FactorMLP, r: torch.Tensor) -> None:
-    """e ← φ([e, r]) on every edge of ``etype``."""
+def _edge_update(g, etype, blk, phi: FactorMLP, r: torch.Tensor) -> None:
+    """e ← φ([e, r]) (plus e in a residual module) on every edge of ``etype``."""
     if g.num_edges(etype) == 0:  # DGL skips UDFs on edgeless relations; keep the width right
-        g.edges[etype].data[K.F_STATE] = phi(e=g.edges[etype].data[K.F_STATE], r=r)
+        e = g.edges[etype].data[K.F_STATE]
+        g.edges[etype].data[K.F_STATE] = blk.update(phi, e, e=e, r=r)
         return
     g.edges[etype].data[K.T_MSG] = r
-    g.apply_edges(lambda edges: {K.F_STATE: phi(e=edges.data[K.F_STATE], r=edges.data[K.T_MSG])},
-                  etype=etype)
+    g.apply_edges(lambda edges: {K.F_STATE: blk.update(phi, edges.data[K.F_STATE],
+                                                       e=edges.data[K.F_STATE],
+                                                       r=edges.data[K.T_MSG])}, etype=etype)
 
 
 def dgl_scores(head: GMMLICHead, g, feats: torch.Tensor, boxes: torch.Tensor,
@@ -92,13 +94,13 @@ def dgl_scores(head: GMMLICHead, g, feats: torch.Tensor, boxes: torch.Tensor,
             if blk.rho_lo is not None:
                 msg = _message(g, K.MATCH, blk.rho_lo, "u", vo)
                 pl["agg_o"] = _mean_into(g, K.MATCH, msg, K.T_AGG_M)
-            vo, vl = blk.phi_o(**po), blk.phi_l(**pl)
+            vo, vl = blk.update(blk.phi_o, vo, **po), blk.update(blk.phi_l, vl, **pl)
             if blk.rho_oe is not None:
-                _edge_update(g, K.KNN, blk.phi_oe, _pair(g, K.KNN, blk.rho_oe, "src", "dst", vo, vo))
+                _edge_update(g, K.KNN, blk, blk.phi_oe, _pair(g, K.KNN, blk.rho_oe, "src", "dst", vo, vo))
             if blk.rho_le is not None:
-                _edge_update(g, K.CO, blk.phi_le, _pair(g, K.CO, blk.rho_le, "src", "dst", vl, vl))
+                _edge_update(g, K.CO, blk, blk.phi_le, _pair(g, K.CO, blk.rho_le, "src", "dst", vl, vl))
             if blk.rho_me is not None:
-                _edge_update(g, K.MATCH, blk.phi_me, _pair(g, K.MATCH, blk.rho_me, "o", "l", vo, vl))
+                _edge_update(g, K.MATCH, blk, blk.phi_me, _pair(g, K.MATCH, blk.rho_me, "o", "l", vo, vl))
         if head.match:
             g.apply_edges(lambda edges: {K.T_LOGIT: head.dec(e=edges.data[K.F_STATE])},
                           etype=K.MATCH)

@@ -67,8 +67,10 @@ class GNBModule(nn.Module):
     """
 
     def __init__(self, d_in: int, d: int, inst: bool, label: bool, match: bool, last: bool,
-                 mlp: dict):
+                 mlp: dict, residual: bool = False):
         super().__init__()
+        # x ← x + φ(...) where the width does not change (not in the paper; off by default).
+        self.residual = residual and d_in == d
         m = lambda parts: FactorMLP(parts, d, d, **mlp)  # noqa: E731
         self.rho_oo = m({"e": d_in, "v": d_in}) if inst else None     # ρ̂_on: instance ← instance
         self.rho_ol = m({"e": d_in, "v": d_in}) if match else None    # ρ̃_on: instance ← label
@@ -86,6 +88,11 @@ class GNBModule(nn.Module):
         self.rho_me = m({"o": d, "l": d}) if match else None          # Eq. 11
         self.phi_me = m({"e": d_in, "r": d}) if match else None       # Eq. 12
 
+    def update(self, phi: FactorMLP, old: torch.Tensor, **parts: torch.Tensor) -> torch.Tensor:
+        """New state φ(parts), plus ``old`` when this module is residual."""
+        new = phi(**parts)
+        return new + old if self.residual else new
+
 
 class GMMLICHead(nn.Module):
     """Encoder (Eq. 4) + k GNB modules + decoder (Eq. 13).
@@ -95,7 +102,8 @@ class GMMLICHead(nn.Module):
 
     def __init__(self, feat_dim: int, word_dim: int, enc_dim: int, dims: List[int],
                  use_instance_graph: bool = True, use_label_graph: bool = True,
-                 use_matching_edges: bool = True, mlp_layers: int = 2, norm: bool = True):
+                 use_matching_edges: bool = True, mlp_layers: int = 2, norm: bool = True,
+                 residual: bool = False):
         super().__init__()
         self.inst, self.label, self.match = use_instance_graph, use_label_graph, use_matching_edges
         mlp = dict(layers=mlp_layers, norm=norm)
@@ -107,7 +115,8 @@ class GMMLICHead(nn.Module):
         self.enc_me = e({"o": feat_dim, "l": word_dim}) if self.match else None  # [v^o_i, v^l_j]
         ins = [enc_dim] + list(dims[:-1])
         self.blocks = nn.ModuleList(
-            GNBModule(di, do, self.inst, self.label, self.match, last=(i == len(dims) - 1), mlp=mlp)
+            GNBModule(di, do, self.inst, self.label, self.match, last=(i == len(dims) - 1), mlp=mlp,
+                      residual=residual)
             for i, (di, do) in enumerate(zip(ins, dims)))
         self.out_dim = dims[-1]
         # Decoder: matching-edge state → one logit (sigmoid gives S_jc).

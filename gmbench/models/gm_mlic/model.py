@@ -48,7 +48,7 @@ class GMMLIC(MLICModel):
         self.feat_dim = self.instance_feature_dim = feat_dim
         self.head = GMMLICHead(feat_dim, word.shape[1], cfg.enc_dim, cfg.dims,
                                cfg.use_instance_graph, cfg.use_label_graph, cfg.use_matching_edges,
-                               cfg.mlp_layers, cfg.mlp_norm == "layer")
+                               cfg.mlp_layers, cfg.mlp_norm == "layer", cfg.residual)
         self.record["graph"] = self.head.flags()
         self.backend = cfg.backend
         if cfg.backend == "dgl":  # fail at build time, not mid-training
