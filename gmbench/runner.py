@@ -214,6 +214,9 @@ def build_datasets(cfg: C.RunConfig, model, train, test, root: Path):
     kw = dict(difficult=d.difficult, skip_bad_images=d.skip_bad_images,
               with_boxes=getattr(model, "needs_boxes", False))
     sources = model.instance_sources(root, d) if hasattr(model, "instance_sources") else (None, None)
+    for src, labels, split in ((sources[0], train, d.train_split), (sources[1], test, d.test_split)):
+        if src is not None:  # a cache made for other images fails here, naming the first mismatch
+            src.validate(labels.image_ids, dataset=d.name, split=split)
     tr = ImageDataset(train, build_transform(d.train_transform, d.image_size, True),
                       instance_source=sources[0], **kw)
     te = ImageDataset(test, build_transform(d.test_transform, d.image_size, False),

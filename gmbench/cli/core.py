@@ -58,11 +58,13 @@ def cmd_run(args) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (one clean line for known failures)
+        from ..data.dataset import BadImageError
         from ..engine import Interrupted, TrainingDiverged
+        from ..instances.cache import CacheError
         if isinstance(e, Interrupted):
             print(f"error: {e}", file=sys.stderr)
             return 128 + e.signum
-        if isinstance(e, (TrainingDiverged, FileNotFoundError)):
+        if isinstance(e, (TrainingDiverged, FileNotFoundError, CacheError, BadImageError)):
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise

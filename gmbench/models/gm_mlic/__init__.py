@@ -7,8 +7,10 @@ from gmbench.data.base import DataInfo
 from gmbench.registry import register_method
 
 from .config import GMMLICConfig
-from .loss import weighted_bce_from_logits  # noqa: F401
+from .loss import weighted_bce_from_logits
 from .model import GMMLIC
+
+__all__ = ["GMMLIC", "GMMLICConfig", "build", "weighted_bce_from_logits"]
 
 
 @register_method("gm_mlic", config=GMMLICConfig)

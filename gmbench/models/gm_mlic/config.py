@@ -22,6 +22,7 @@ class GMMLICConfig(BaseModel):
     depth: Literal[18, 34, 50, 101, 152] = 101   # ResNet depth of the e2e trunk
     pretrained: str = "none"        # e2e trunk weights: imagenet | none | /path.pth
     roi_size: int = 7               # RoIAlign output (roi_size²), then average-pooled
+    roi_layer: Literal["layer4", "layer3"] = "layer4"  # layer3 = RoIAlign on C4, layer4 per RoI
     # "auto" = DGL when it imports and runs on the device, else dense.
     backend: Literal["auto", "dgl", "dense"] = "auto"
     top_m: int = 35                 # instances kept per image (first slots = most confident)

@@ -1,10 +1,11 @@
 """GM-MLIC as an ``MLICModel``: instance features → assignment graph → ILMS → max pool."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from gmbench.graph import build_dgl_graph, dgl_runs_on, knn_neighbours, prepare_instances
@@ -36,7 +37,10 @@ class GMMLIC(MLICModel):
         if word.dim() != 2 or ratios.shape != (word.shape[0],):
             raise ValueError(f"gm_mlic needs word_embeddings [C, D] and label_ratios [C]; got "
                              f"{tuple(word.shape)} and {tuple(ratios.shape)}")
-        self.register_buffer("word", word, persistent=False)
+        # Standardise each label's attribute vector (zero mean, unit variance over its D dims):
+        # unit-norm (random) or small-norm (GloVe) vectors otherwise reach the encoder far below
+        # its bias scale, and every label starts as nearly the same state (docs/reproduction.md).
+        self.register_buffer("word", F.layer_norm(word, (word.shape[1],)), persistent=False)
         self.register_buffer("ratios", ratios, persistent=False)
         self.record: Dict[str, object] = {"features": cfg.features, "backend_requested": cfg.backend}
         if cfg.features == "e2e":
@@ -82,8 +86,14 @@ class GMMLIC(MLICModel):
         return tuple(out)
 
     def roi_features(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """image [B, 3, H, W], boxes [B, M, 4] normalised → RoIAlign + mean [B, M, C_trunk]."""
-        fmap = self.backbone(image)
+        """image [B, 3, H, W], boxes [B, M, 4] normalised → [B, M, C_trunk].
+
+        roi_layer "layer4": RoIAlign on the stride-32 trunk output, then the mean.
+        roi_layer "layer3": RoIAlign on the stride-16 map, then layer4 on every RoI, then the
+        mean (the Faster R-CNN ResNet-C4 box head; finer boxes on small images, more compute).
+        """
+        c4 = self.cfg.roi_layer == "layer3"
+        fmap = self.backbone[:-1](image) if c4 else self.backbone(image)
         B, M = boxes.shape[:2]
         H, W = image.shape[-2:]
         scale = boxes.new_tensor([W, H, W, H])
@@ -91,6 +101,8 @@ class GMMLIC(MLICModel):
         rois = torch.cat([bidx[:, None], (boxes * scale).reshape(-1, 4)], 1).to(fmap.dtype)
         r = roi_align(fmap, rois, output_size=self.cfg.roi_size,
                       spatial_scale=fmap.shape[-1] / W, sampling_ratio=2, aligned=True)
+        if c4:
+            r = self.backbone[-1](r)
         return r.mean((2, 3)).view(B, M, -1)
 
     def _inputs(self, batch: Dict[str, torch.Tensor]):
@@ -111,6 +123,9 @@ class GMMLIC(MLICModel):
                                                feats)
         if feats is None:
             feats = self.roi_features(batch["image"], boxes)
+        # Standardise each instance feature like the label attributes: ReLU features share a
+        # large common component (mean cosine ~0.6 between RoIs) that the encoder would carry.
+        feats = F.layer_norm(feats, (feats.shape[-1],))
         return feats, boxes.to(feats.dtype), mask
 
     # -- backend ------------------------------------------------------------------
