@@ -82,6 +82,13 @@ def register_dataset(name: str, config: Type, **meta) -> Callable:
     return DATASETS.register(name, config=config, **meta)
 
 
+def create_model(name: str, info, **settings):
+    """Build registered method ``name`` for ``info`` (a DataInfo); ``settings`` are its
+    ``model:`` keys, validated by the method's config class (unknown keys are errors)."""
+    entry = METHODS.get(name)
+    return entry.fn(entry.config.model_validate({"name": name, **settings}), info)
+
+
 def list_models() -> List[str]:
     return METHODS.names()
 

@@ -34,6 +34,14 @@ def method_configs():
     return out
 
 
+def test_create_model_validates_settings():
+    from gmbench import create_model
+    model = create_model("resnet", tiny_info(), depth=18, pool="avg")
+    assert model.record["pool"] == "avg"
+    with pytest.raises(Exception, match="poool"):
+        create_model("resnet", tiny_info(), depth=18, poool="avg")
+
+
 def test_every_registered_method_has_a_yaml():
     configured = {model for _, model in method_configs()}
     missing = set(list_models()) - configured
