@@ -33,15 +33,6 @@ except Exception:
 needs_dgl = pytest.mark.skipif(not HAS_DGL, reason="DGL is not installed")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin-waiting on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(backend="dense", seed=0, **kw) -> GMMLIC:
     args = dict(features="cache", feat_dim=D, enc_dim=10, dims=[8, 6], knn_k=5, backend=backend,
                 beta=0.4)

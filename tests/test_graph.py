@@ -13,15 +13,6 @@ import torch
 from gmbench.graph import build_dgl_graph, keys as K, knn_neighbours, label_pair_mask, prepare_instances
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin-waiting on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_boxes(counts, M, seed=0):
     g = torch.Generator().manual_seed(seed)
     B = len(counts)
