@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tabulate import tabulate
 
+from .metrics import format_percent
 from .utils.io import atomic_write_text, read_jsonl
 
 UNRANKED = ("chance mAP", "epoch_s")  # not results where higher is better
@@ -49,7 +50,7 @@ def _nan(x) -> bool:
 def _fmt(x: float, col: str = "") -> str:
     if _nan(x):
         return "–"
-    return f"{x:.1f}" if _split_col(col)[1] in SECONDS else f"{100 * x:.1f}"
+    return f"{x:.1f}" if _split_col(col)[1] in SECONDS else format_percent(x)
 
 
 def _columns(spec: dict, records: List[dict]) -> List[str]:
