@@ -4,7 +4,9 @@
 
 Data: fixed seed, label density 3.5 %, probs = sigmoid(logits) with positives
 scored higher than negatives (roughly like a trained model), in float32 (what
-models output) and in float64. Prints
+models output) and in float64; two tie-heavy variants time the AP's slow path
+(negatives sharing a bucket with a positive are binary-searched): probs cut to
+bfloat16 precision (as from an autocast model) and every prob equal (the worst case). Prints
 best-of-``repeats`` wall time and CPU time of each variant, and checks that the
 AP values agree with scikit-learn. The target is evaluate() <= 0.1 s on the
 project's 2-core CPU; the sklearn loop computes AP only.
@@ -62,7 +64,10 @@ def main() -> None:
     ap.add_argument("--c", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
-    probs, p64, targets = make_data(args.n, args.c)  # p64: not float32-exact (64-bit keys)
+    probs, p64, targets = make_data(args.n, args.c)  # p64: not float32-exact
+    bf16 = probs.view(np.uint32) & np.uint32(0xFFFF0000)  # truncated to bfloat16's 8-bit mantissa
+    bf16 = bf16.view(np.float32)
+    flat = np.full_like(probs, 0.5)
     evaluate(probs, targets)  # warm-up (page faults, thread pool)
 
     threads = core._n_threads()
@@ -72,6 +77,8 @@ def main() -> None:
         (f"evaluate, float64 probs, {threads} threads", lambda: evaluate(p64, targets)),
         ("evaluate voc_interpolated + pure top-k",
          lambda: evaluate(probs, targets, ap="voc_interpolated", topk_mode="pure")),
+        ("evaluate, probs cut to bfloat16 (many ties)", lambda: evaluate(bf16, targets)),
+        ("evaluate, every prob 0.5 (worst case)", lambda: evaluate(flat, targets)),
         ("sklearn average_precision_score loop (AP only)", lambda: sklearn_loop(probs, targets)),
     ]
     # Rounds interleave the variants, so a burst of load elsewhere hits them all alike.

@@ -54,7 +54,7 @@ class MetricAccumulator:
         self._parts.append((idx.astype(np.int64), p, t))
 
     def state(self) -> Arrays:
-        """(index [M], probs float64 [M, C], targets int8 [M, C]): unique indices, ascending."""
+        """(index [M], probs float32|float64 [M, C], targets int8 [M, C]): unique, ascending."""
         if not self._parts:
             raise ValueError("MetricAccumulator is empty: call update() before compute()")
         idx = np.concatenate([i for i, _, _ in self._parts])

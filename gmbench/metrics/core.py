@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ._validate import check_options, check_pair
+from .ap import average_precision_block as _average_precision
 
 METRICS_VERSION = 1
 _PARALLEL_MIN_ENTRIES = 1 << 20  # below this, thread start-up costs more than it saves
@@ -35,29 +36,6 @@ def _n_threads() -> int:
 
 class NoPositiveClassWarning(UserWarning):
     """Some class has no positive target, so its AP is undefined (NaN, left out of mAP)."""
-
-
-def _sorted_codes(p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Per class, the targets sorted by ascending score.
-
-    The bit pattern of a float in [0, 1] orders like the number and has its two
-    top bits clear, so (bits << 2) | (target + 1) sorts by score and carries the
-    target along: one plain sort instead of an argsort and a gather. Scores that
-    are all float32 values (what models output) use 32-bit keys, which sort
-    faster. -0.0 (sign bit only) shifts to 0, the key of +0.0.
-
-    Returns uint32 or uint64 keys [C, N], each row ascending.
-    """
-    p32 = p.astype(np.float32)
-    if np.array_equal(p32, p):
-        keys = p32.view(np.uint32) << np.uint32(2)
-        keys |= (t + 1).astype(np.uint32)
-    else:
-        keys = p.view(np.uint64) << np.uint64(2)
-        keys |= (t + 1).astype(np.uint64)
-    keys = np.ascontiguousarray(keys.T)
-    keys.sort(axis=1)
-    return keys
 
 
 def _class_blocks(n: int, c: int, threads: int = 0) -> List[slice]:
@@ -85,9 +63,9 @@ def _ap_start(pool: Optional[ThreadPoolExecutor], p: np.ndarray, t: np.ndarray, 
 
 def average_precision(p: np.ndarray, t: np.ndarray, mode: str = "noninterpolated",
                       threads: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-class AP (see ``_average_precision``) for validated float64 p / int8 t [N, C].
+    """Per-class AP (see ``ap.average_precision_block``) for validated p / int8 t [N, C].
 
-    numpy's sort releases the GIL, so large inputs are cut into one block of
+    numpy releases the GIL in its array loops, so large inputs are cut into one block of
     classes per core (``threads=0``: the usable cores); the split does not
     change the result.
     """
@@ -98,63 +76,14 @@ def average_precision(p: np.ndarray, t: np.ndarray, mode: str = "noninterpolated
         return _ap_start(pool, p, t, mode, blocks)()
 
 
-def _average_precision(p: np.ndarray, t: np.ndarray, mode: str
-                       ) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-class AP for validated float64 probs and int8 targets [N, C].
-
-    Entries with target -1 are removed. Tied scores form ONE threshold (as in
-    scikit-learn's average_precision_score): every positive of a tie group gets
-    the precision measured after the whole group, so the result does not depend
-    on how ties are ordered. ``mode="voc_interpolated"`` replaces each precision
-    by the best precision at any equal-or-higher recall (VOC devkit 2010+).
-
-    Returns (ap float64 [C], NaN where a class has no positive; n_pos int64 [C]).
-    """
-    n, c = p.shape
-    keys = _sorted_codes(p, t)
-    code = keys.astype(np.uint8)  # low byte; & 3 → 0 ignored, 1 negative, 2 positive
-    code &= 3
-    flat = np.flatnonzero(code == 2)  # row-major: ascending score within a class
-    rows = flat // n
-    n_pos = np.bincount(rows, minlength=c)
-    if flat.size == 0:
-        return np.full(c, np.nan), n_pos
-    first_pos = np.cumsum(n_pos) - n_pos  # flat-list index of each class's first positive
-    j = np.arange(flat.size)
-    # Ties are usually rare, so they are handled sparsely: ``tied`` lists the flat positions
-    # whose score equals their left neighbour's; a run of them ends a tie group.
-    tied = np.flatnonzero((keys[:, 1:] ^ keys[:, :-1]) < 4)
-    if tied.size:
-        tied += tied // (n - 1) + 1  # [C, N-1] index of the left element → [C, N] of the right
-        run = np.ones(tied.size, dtype=bool)
-        run[1:] = tied[1:] != tied[:-1] + 1
-        group_start = np.maximum.accumulate(np.where(run, tied, 0)) - 1
-        loc = np.minimum(np.searchsorted(tied, flat), tied.size - 1)
-        hit = tied[loc] == flat
-        flat = flat.copy()
-        flat[hit] = group_start[loc[hit]]
-        new = np.ones(flat.size, dtype=bool)
-        new[1:] = flat[1:] != flat[:-1]  # positives sharing a group share its start
-        j = np.maximum.accumulate(np.where(new, j, 0))
-    cols = flat - rows * n  # column where the positive's tie group starts
-    # Counts at scores >= the group's score.
-    tp = n_pos[rows] - (j - first_pos[rows])
-    n_valid = n - cols
-    ignored = np.flatnonzero(code == 0)
-    if ignored.size:
-        after = np.searchsorted(ignored, (rows + 1) * n) - np.searchsorted(ignored, flat)
-        n_valid -= after
-    prec = tp / n_valid
-    if mode == "voc_interpolated":
-        # best precision at recall >= this one = over positives with score <= this one
-        rank = np.arange(rows.size) - first_pos[rows]
-        env = np.zeros((c, int(n_pos.max())))
-        env[rows, rank] = prec
-        np.maximum.accumulate(env, axis=1, out=env)
-        prec = env[rows, rank]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ap = np.bincount(rows, weights=prec, minlength=c) / n_pos
-    return ap, n_pos
+def at_least(p: np.ndarray, thr: float) -> np.ndarray:
+    """bool p >= thr, exact for float32 p (numpy 1.x would round thr to float32)."""
+    if p.dtype == np.float32:
+        t32 = np.float32(thr)
+        if float(t32) < thr:  # the least float32 >= thr gives the same answer as thr
+            t32 = np.nextafter(t32, np.float32(np.inf))
+        return p >= t32
+    return p >= thr
 
 
 def topk_mask(p: np.ndarray, k: int) -> np.ndarray:
@@ -209,7 +138,7 @@ def evaluate(probs: Any, targets: Any, *, threshold: float = 0.5, top_k: int = 3
     try:
         join = _ap_start(pool, p, t, ap, blocks)
         gt = t == 1  # threshold metrics run while the AP threads sort
-        pred = p >= thr
+        pred = at_least(p, thr)
         sel = topk_mask(p, k)
         if topk_mode == "threshold":
             sel &= pred
