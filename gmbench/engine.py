@@ -223,7 +223,9 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
     optimizer = build_optimizer(core, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim)
     use_scaler = device.type == "cuda" and cfg.train.amp and cfg.train.amp_dtype == "float16"
-    scaler = torch.cuda.amp.GradScaler(enabled=use_scaler)
+    # torch.amp.GradScaler appeared in torch 2.3; torch.cuda.amp's is deprecated from then on
+    scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
+              else torch.cuda.amp.GradScaler(enabled=use_scaler))
     state = TrainState()
     extra: Dict[str, Any] = {"last_metrics": None, "best_metrics": None}
     ck = checkpoint.load_latest(ckpt_dir)
