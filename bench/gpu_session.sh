@@ -10,6 +10,7 @@
 #
 #   OUT=/tmp/gpu bash bench/gpu_session.sh            # on the GPU machine
 #   DEVICE=cpu SMALL=1 OUT=/tmp/gpu bash bench/gpu_session.sh   # rehearse the commands on CPU
+#   STEPS="gpu-tests suite" OUT=/tmp/gpu bash bench/gpu_session.sh   # only these steps
 # Python packages missing there (pydantic) travel as wheels in .whl/ (see docs/performance.md).
 set -u
 OUT=${OUT:-$PWD/gpu_out}
@@ -26,8 +27,12 @@ WORK=/tmp/gmbench-gpu
 rm -rf "$WORK" && mkdir -p "$WORK"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
+STEPS=${STEPS:-all}
 step() {  # step NAME SECONDS CMD...
   local name=$1 limit=$2; shift 2
+  if [ "$STEPS" != all ] && [[ " $STEPS " != *" $name "* ]]; then
+    echo "=== $name: skipped (STEPS=$STEPS)"; return 0
+  fi
   echo; echo "=== $name (limit ${limit}s) $(date +%T)"
   local t0=$SECONDS
   timeout --signal=TERM --kill-after=15 "$limit" "$@"

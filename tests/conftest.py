@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,11 @@ def _isolated_cache(tmp_path_factory):
 
 def tiny_sets(**extra):
     return [f"{k}={v}" for k, v in {**TINY, **extra}.items()]
+
+
+def subprocess_env(**extra):
+    """os.environ for a child ``python -m gmbench``: the repo first on PYTHONPATH, and any
+    PYTHONPATH already set kept after it (a machine whose packages come that way)."""
+    repo = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as tdist
 import yaml
 
-from conftest import tiny_sets
+from conftest import subprocess_env, tiny_sets
 from gmbench import config as C
 from gmbench import engine
 from gmbench.data import read_labels
@@ -21,7 +21,7 @@ from gmbench.data.transforms import build_transform
 from gmbench.utils.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+ENV = subprocess_env(OMP_NUM_THREADS="1")
 
 
 def _build(cfg):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import subprocess_env
 from gmbench.data.base import LabelSet
 from gmbench.instances import CacheError, default_cache_dir, open_cache, perturb_boxes
 from gmbench.instances.boxes import BoxesConfig, BoxesSource
@@ -250,7 +251,7 @@ def _cli(out, extra=()):
 
 def test_two_processes_equal_one_process(tmp_path):
     from gmbench.cli import main
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = subprocess_env(OMP_NUM_THREADS="1")
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_cli(one)) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",

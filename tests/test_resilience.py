@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_sets
+from conftest import subprocess_env, tiny_sets
 from gmbench import config as C
 from gmbench import engine
 from gmbench.checkpoint import list_checkpoints
@@ -21,7 +21,7 @@ from gmbench.models.base import MLICModel
 from gmbench.utils.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
+ENV = subprocess_env()
 
 
 def suite_file(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_sets
+from conftest import subprocess_env, tiny_sets
 from gmbench.checkpoint import list_checkpoints
 from gmbench.cli import main
 from gmbench.utils.io import read_jsonl
@@ -94,7 +94,7 @@ def test_sigkill_leaves_nothing_half_written(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "gmbench", "run", "--suite", suite, "--out", str(out)] + sets(
         **{"train.epochs": 2, "train.ckpt_every_steps": 1, "data.n_train": 32})
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = subprocess_env()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckdir = out / "tiny" / "checkpoints"
     deadline = time.time() + 240

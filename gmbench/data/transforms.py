@@ -57,6 +57,11 @@ class MultiScaleCrop(v2.Transform):
         out = F.crop(inpt, **params)
         return F.resize(out, [self.size, self.size], antialias=True)
 
+    # torchvision 0.17 (the pinned stack) calls the underscored hooks; newer releases (0.26 on
+    # the lent GPUs) call these public names and would otherwise raise NotImplementedError.
+    make_params = _get_params
+    transform = _transform
+
 
 def build_transform(preset: str, image_size: int, train: bool) -> v2.Compose:
     """A callable ``(image, boxes) -> (image, boxes)``; boxes may be a tv_tensors.BoundingBoxes."""
