@@ -6,8 +6,8 @@ sorted, by (class, score). A negative then only needs its position among its
 class's sorted positives, found in two steps:
 
 1. A bucket index per entry, ``trunc(clip(score * scale_c + shift_c))``, with
-   about ``OVERSAMPLE`` buckets per positive spread over [lowest, highest
-   positive]. Every step of it is monotone in the score (IEEE rounding is), so a
+   ``OVERSAMPLE`` buckets per distinct positive score spread over [lowest,
+   highest positive]. Every step of it is monotone in the score (IEEE rounding is), so a
    negative whose bucket holds no positive is above every positive of lower
    buckets and below every one of higher buckets: its position is the bucket's,
    and those negatives are counted per bucket, never one by one.
@@ -49,12 +49,12 @@ def _sorted_positives(s: np.ndarray, fpos: np.ndarray, n: int
 
 def _buckets(s: np.ndarray, c: int, n: int, lo: np.ndarray, hi: np.ndarray,
              n_distinct: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(global bucket id int32 [C*N], buckets per class int64 [C]).
+    """(global bucket id int32/int64 [C*N], buckets per class int64 [C]).
 
     Class k owns ids off_k .. off_k + nb_k - 1: the first takes scores below its
     lowest positive, the last scores above its highest (clipped).
     """
-    inner = np.minimum(OVERSAMPLE * n_distinct, n)
+    inner = np.minimum(OVERSAMPLE * n_distinct, min(n, 1 << 23))  # ids stay exact in float32
     nb = inner + 3
     span = hi.astype(np.float64) - lo
     scale = np.ones(c)
@@ -65,8 +65,9 @@ def _buckets(s: np.ndarray, c: int, n: int, lo: np.ndarray, hi: np.ndarray,
     x = s.reshape(c, n) * scale[:, None]
     x += shift[:, None]
     np.clip(x, 0, (nb - 1).astype(s.dtype)[:, None], out=x)
-    gb = x.astype(np.int32)  # truncation = floor here (x >= 0)
-    gb += (np.cumsum(nb) - nb).astype(np.int32)[:, None]
+    ids = np.int32 if nb.sum() < 2 ** 31 else np.int64
+    gb = x.astype(ids)  # truncation = floor here (x >= 0)
+    gb += (np.cumsum(nb) - nb).astype(ids)[:, None]
     return gb.ravel(), nb
 
 
