@@ -67,6 +67,30 @@ def test_two_rank_evaluation_equals_single_process(tmp_path):
         assert multi[k] == pytest.approx(single[k], nan_ok=True, abs=1e-6), k
 
 
+def _collectives_worker(rank, world, init_file, out_file):
+    from gmbench.utils import dist
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    agreed = [dist.all_true(rank == 0 or i % 3 != 0) for i in range(30)]
+    got = [dist.broadcast_object({"rank": rank, "step": i, "pair": (1, 2)}) for i in range(30)]
+    dist.shutdown()  # hung at exit in about half of the runs before collectives kept their tensors
+    Path(f"{out_file}.{rank}").write_text(json.dumps({"agreed": agreed, "got": got}))
+
+
+def test_collectives_agree_and_the_group_shuts_down(tmp_path):
+    ctx = torch.multiprocessing.spawn(_collectives_worker, args=(2, str(tmp_path / "pg"), str(tmp_path / "r")),
+                                      nprocs=2, join=False)
+    deadline = time.time() + 120
+    while not ctx.join(timeout=1):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a rank did not exit within 120 s after dist.shutdown()")
+    for rank in range(2):
+        res = json.loads((tmp_path / f"r.{rank}").read_text())
+        assert res["agreed"] == [i % 3 != 0 for i in range(30)]
+        assert res["got"] == [{"rank": 0, "step": i, "pair": [1, 2]} for i in range(30)]
+
+
 def suite_file(tmp_path):
     doc = {"name": "d", "seeds": [0], "defaults": {"model": {"depth": 18, "pretrained": "none"}},
            "rows": [{"label": "R", "method": "resnet", "dataset": "synthetic"}]}

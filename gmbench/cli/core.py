@@ -51,7 +51,8 @@ def cmd_run(args) -> int:
         print(runner.describe_plan(suite, runs, out))
         return 0
     dist.init_from_env(str(resolve_device(runs[0].cfg.device)) if runs else "cpu")
-    log = print if dist.is_main() else (lambda *a, **k: None)
+    main = dist.is_main()  # the group is gone after the finally below
+    log = print if main else (lambda *a, **k: None)
     try:
         suite_dir = runner.run_suite(suite, runs, out, fmts, log=log)
     except KeyboardInterrupt:
@@ -68,7 +69,9 @@ def cmd_run(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise
-    if dist.is_main():
+    finally:
+        dist.shutdown()
+    if main:
         for f in fmts:
             print(f"wrote {suite_dir / f'table.{f}'}")
         print((suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else "")

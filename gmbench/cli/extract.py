@@ -123,9 +123,7 @@ def run_extract(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_dist():
-            import torch.distributed
-            torch.distributed.destroy_process_group()
+        dist.shutdown()
     if main:
         rate = res["n_images"] / res["seconds"] if res["seconds"] > 0 else float("nan")
         print(f"{'complete' if res['complete'] else 'INCOMPLETE'}: {res['out']}\n"

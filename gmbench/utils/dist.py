@@ -5,10 +5,18 @@ RANK/WORLD_SIZE/LOCAL_RANK and the rendezvous; NCCL on GPU, gloo on CPU.
 """
 from __future__ import annotations
 
+import json
 import os
+from collections import deque
 
 import torch
 import torch.distributed as dist
+
+# Tensors of recent collectives stay referenced here. If gloo's worker thread dropped the
+# last reference to one, it would need the GIL, and destroy_process_group() joins that thread
+# while holding the GIL (torch 2.2): the process then hangs at exit. Seen: a two-rank
+# `gmbench extract` hung at exit in about half of its runs. See also MetricAccumulator.gather.
+_IN_FLIGHT: deque = deque(maxlen=64)
 
 
 def is_dist() -> bool:
@@ -49,15 +57,41 @@ def all_true(flag: bool) -> bool:
     """Whether ``flag`` holds on every rank (so all ranks take the same branch)."""
     if not is_dist():
         return flag
-    t = torch.tensor([0 if flag else 1], dtype=torch.int64,
-                     device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=_device())
+    _IN_FLIGHT.append(t)
     dist.all_reduce(t)
     return int(t.item()) == 0
 
 
 def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank. JSON values only: it travels as JSON text, so
+    nothing is unpickled (tuples arrive as lists, dict keys as strings)."""
     if not is_dist():
         return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    if is_main():
+        data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8).to(_device())
+        size = torch.tensor([data.numel()], dtype=torch.int64, device=_device())
+    else:
+        size = torch.zeros(1, dtype=torch.int64, device=_device())
+    _IN_FLIGHT.append(size)
+    dist.broadcast(size, src=0)
+    if not is_main():
+        data = torch.empty(int(size.item()), dtype=torch.uint8, device=_device())
+    _IN_FLIGHT.append(data)
+    dist.broadcast(data, src=0)
+    return json.loads(data.cpu().numpy().tobytes().decode())
+
+
+def shutdown() -> None:
+    """Destroy the process group (if any). No barrier: a rank that failed alone must still
+    exit, so that torchrun stops the others."""
+    if is_dist():
+        dist.destroy_process_group()
+        _IN_FLIGHT.clear()
+
+
+def _device() -> torch.device:
+    """Where collective tensors live: the current GPU under nccl, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
