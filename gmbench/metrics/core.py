@@ -137,7 +137,7 @@ def evaluate(probs: Any, targets: Any, *, threshold: float = 0.5, top_k: int = 3
     pool = ThreadPoolExecutor(len(blocks)) if len(blocks) > 1 else None
     try:
         join = _ap_start(pool, p, t, ap, blocks)
-        gt = t == 1  # threshold metrics run while the AP threads sort
+        gt = t == 1  # threshold metrics run while the AP threads work
         pred = at_least(p, thr)
         sel = topk_mask(p, k)
         if topk_mode == "threshold":
