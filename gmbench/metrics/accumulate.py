@@ -100,9 +100,8 @@ class MetricAccumulator:
             return self
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return self
-        device = torch.device("cpu")
-        if dist.get_backend() == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
+        from ..utils.dist import comm_device
+        device = comm_device()
         # A local error is shared through the first gather, so that every rank
         # raises instead of the others waiting in the second one.
         idx, p, t = np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0), np.int8)

@@ -57,7 +57,7 @@ def all_true(flag: bool) -> bool:
     """Whether ``flag`` holds on every rank (so all ranks take the same branch)."""
     if not is_dist():
         return flag
-    t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=_device())
+    t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=comm_device())
     _IN_FLIGHT.append(t)
     dist.all_reduce(t)
     return int(t.item()) == 0
@@ -69,14 +69,14 @@ def broadcast_object(obj):
     if not is_dist():
         return obj
     if is_main():
-        data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8).to(_device())
-        size = torch.tensor([data.numel()], dtype=torch.int64, device=_device())
+        data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8).to(comm_device())
+        size = torch.tensor([data.numel()], dtype=torch.int64, device=comm_device())
     else:
-        size = torch.zeros(1, dtype=torch.int64, device=_device())
+        size = torch.zeros(1, dtype=torch.int64, device=comm_device())
     _IN_FLIGHT.append(size)
     dist.broadcast(size, src=0)
     if not is_main():
-        data = torch.empty(int(size.item()), dtype=torch.uint8, device=_device())
+        data = torch.empty(int(size.item()), dtype=torch.uint8, device=comm_device())
     _IN_FLIGHT.append(data)
     dist.broadcast(data, src=0)
     return json.loads(data.cpu().numpy().tobytes().decode())
@@ -90,7 +90,7 @@ def shutdown() -> None:
         _IN_FLIGHT.clear()
 
 
-def _device() -> torch.device:
+def comm_device() -> torch.device:
     """Where collective tensors live: the current GPU under nccl, else the CPU."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
