@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -21,39 +20,42 @@ from . import checkpoint
 from .config import EvalConfig, OptimConfig, RunConfig
 from .data.dataset import collate
 from .models.base import MLICModel
-from .utils import dist
-from .utils.io import atomic_torch_save
+from .utils import dist, signals
+from .utils.signals import Interrupted  # noqa: F401  (re-exported: the engine raises it)
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
-class Interrupted(RuntimeError):
-    """SIGINT/SIGTERM arrived; a checkpoint was written at the step boundary."""
-
-    def __init__(self, signum: int, path: Optional[Path]):
-        super().__init__(f"stopped by signal {signum}; checkpoint {path}; re-run to resume")
-        self.signum = signum
+def stop_requested() -> bool:
+    """True on every rank once any rank has caught SIGINT/SIGTERM (a collective under DDP)."""
+    return not dist.all_true(signals.received() is None)
 
 
 class ResumableSampler(DistributedSampler):
     """A DistributedSampler (also for one process) that can start mid-epoch.
 
     The permutation depends only on (seed, epoch), so after a restart the
-    batches already trained are skipped without loading them.
+    batches already trained are skipped without loading them. With
+    ``with_epoch`` it yields ``(index, epoch)`` keys, from which the dataset seeds
+    each sample's augmentation: the randomness of sample i in epoch e is then a
+    function of (seed, e, i) alone, whatever the worker count or resume point.
     """
 
-    def __init__(self, dataset, num_replicas: int, rank: int, shuffle: bool, seed: int):
+    def __init__(self, dataset, num_replicas: int, rank: int, shuffle: bool, seed: int,
+                 with_epoch: bool = False):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=False)
         self.start = 0
+        self.with_epoch = with_epoch
 
     def set_start(self, start: int) -> None:
         self.start = start
 
     def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
+        order = list(super().__iter__())[self.start:]
+        return iter([(i, self.epoch) for i in order] if self.with_epoch else order)
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
@@ -88,7 +90,9 @@ def autocast(device: torch.device, cfg: RunConfig):
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
                 device: torch.device) -> DataLoader:
-    sampler = ResumableSampler(dataset, dist.world_size(), dist.rank(), shuffle, seed)
+    """Training loaders (``shuffle``) pass (index, epoch) keys to datasets that take them."""
+    keyed = shuffle and getattr(dataset, "accepts_epoch_keys", False)
+    sampler = ResumableSampler(dataset, dist.world_size(), dist.rank(), shuffle, seed, with_epoch=keyed)
     # Own generator: creating an iterator must not consume the global RNG (exact resume).
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
@@ -103,44 +107,26 @@ class TrainState:
     global_step: int = 0
     bad_steps: int = 0            # non-finite losses skipped, in total
     consecutive_bad: int = 0
-    skipped_images: int = 0
+    # this epoch's running sums, checkpointed so a resumed epoch's loss covers all its batches
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    epoch_skipped: int = 0        # unreadable training images skipped so far this epoch
+    skipped_train: int = 0        # ... in the last complete epoch (each epoch sees every image)
+    eval_pending: bool = False    # epoch ``epoch`` is trained; its evaluation has not finished
     best: float = -math.inf
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
-class _SignalGuard:
-    """Turns SIGINT/SIGTERM into a flag checked at step boundaries."""
-
-    def __init__(self):
-        self.signum: Optional[int] = None
-        self._old = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, state: TrainState,
                     on_step: Callable[[bool], None], method: str = "") -> float:
-    """One pass over ``loader`` (which may start mid-epoch). Returns the mean loss."""
+    """One pass over ``loader`` (which may start mid-epoch). Returns the epoch's mean loss,
+    over all its batches (the sums before a resume come from the checkpoint)."""
     model.train()
-    total, count = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not dist.is_main(), dynamic_ncols=True, initial=state.step,
                total=state.step + len(loader))
     for batch in bar:
-        state.skipped_images += batch.get("n_skipped", 0)
+        state.epoch_skipped += batch.get("n_skipped", 0)
         if batch.get("empty"):
             state.step += 1
             continue
@@ -167,14 +153,14 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, st
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.detach())
-            count += 1
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            state.loss_sum += float(loss.detach())
+            state.loss_count += 1
+            bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}")
             good = True
         state.step += 1
         state.global_step += 1
         on_step(good)
-    return total / max(count, 1)
+    return state.loss_sum / max(state.loss_count, 1)
 
 
 @torch.no_grad()
@@ -184,7 +170,11 @@ def predict(model, loader, device, cfg: RunConfig):
     model.eval()
     core = model.module if hasattr(model, "module") else model
     acc = MetricAccumulator()
+    acc.n_skipped = 0
     for batch in tqdm(loader, desc="eval", leave=False, disable=not dist.is_main(), dynamic_ncols=True):
+        if stop_requested():
+            signals.check("evaluation")
+        acc.n_skipped += batch.get("n_skipped", 0)
         if batch.get("empty"):
             continue
         batch = to_device(batch, device)
@@ -196,10 +186,14 @@ def predict(model, loader, device, cfg: RunConfig):
 
 
 def evaluate(model, loader, device, cfg: RunConfig) -> Dict[str, Any]:
-    """The metric layer's full dict (mAP, AP, CP ... OF1@k) on ``loader``."""
+    """The metric layer's full dict (mAP, AP, CP ... OF1@k) on ``loader``, plus
+    ``n_evaluated`` and ``n_skipped`` (unreadable test images left out, summed over ranks)."""
     e: EvalConfig = cfg.eval
-    return predict(model, loader, device, cfg).compute(
-        threshold=e.threshold, top_k=e.top_k, ap=e.ap, topk_mode=e.topk_mode)
+    acc = predict(model, loader, device, cfg)
+    out = acc.compute(threshold=e.threshold, top_k=e.top_k, ap=e.ap, topk_mode=e.topk_mode)
+    out["n_evaluated"] = acc.n_samples() or 0
+    out["n_skipped"] = dist.sum_int(acc.n_skipped)
+    return out
 
 
 def _unwrap(model):
@@ -210,8 +204,10 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
         ckpt_dir: Path, method: str = "", log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Train for ``cfg.train.epochs`` epochs, resuming from ``ckpt_dir`` if it holds a checkpoint.
 
-    Returns dict(metrics, best_epoch, history, bad_steps, skipped_images, resumed_from,
-    train_time_s, eval_time_s).
+    Returns dict(metrics, best_epoch, best_mAP, best_metrics, history, bad_steps,
+    skipped_images {train, test}, n_evaluated, resumed_from, train_time_s, eval_time_s).
+    SIGINT/SIGTERM (see ``gmbench.utils.signals``) checkpoint at the next step boundary,
+    or, during evaluation, keep the trained epoch, and raise :class:`Interrupted`.
     """
     ckpt_dir = Path(ckpt_dir)
     model.to(device)
@@ -228,18 +224,19 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
               else torch.cuda.amp.GradScaler(enabled=use_scaler))
     state = TrainState()
     extra: Dict[str, Any] = {"last_metrics": None, "best_metrics": None}
-    ck = checkpoint.load_latest(ckpt_dir)
+    ck = checkpoint.load_latest(ckpt_dir, log=log)
     resumed_from = None
     if ck is not None:
         core.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
-        state = TrainState(**ck["state"])
+        known = TrainState.__dataclass_fields__
+        state = TrainState(**{k: v for k, v in ck["state"].items() if k in known})
         extra = ck["extra"]
         checkpoint.set_rng_state(ck["rng"])
-        resumed_from = {"epoch": state.epoch, "step": state.step}
-        log(f"[{method}] resuming from epoch {state.epoch + 1}, step {state.step}")
+        resumed_from = {"epoch": state.epoch, "step": state.step, "eval_pending": state.eval_pending}
+        log(f"[{method}] {_resume_message(state, cfg.train.epochs)}")
 
     bs = cfg.train.batch_size
     train_loader = make_loader(train_set, bs, True, cfg.seed, cfg.data.num_workers, device)
@@ -256,31 +253,41 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
         dist.barrier()
 
     times = {"train": 0.0, "eval": 0.0}
-    with _SignalGuard() as guard:
-        def on_step(good: bool):
-            """After each step: periodic checkpoint (never right after a skipped step)."""
-            every = cfg.train.ckpt_every_steps
-            stop = not dist.all_true(guard.signum is None)
-            if good and (stop or (every and state.global_step % every == 0)):
-                save_ckpt()
-            if stop:
-                raise Interrupted(guard.signum or signal.SIGTERM,
-                                  (checkpoint.list_checkpoints(ckpt_dir) or [None])[-1])
 
+    def on_step(good: bool):
+        """After each step: periodic checkpoint (never right after a skipped step)."""
+        every = cfg.train.ckpt_every_steps
+        stop = stop_requested()
+        if good and (stop or (every and state.global_step % every == 0)):
+            save_ckpt()
+        if stop:
+            signals.check("training", (checkpoint.list_checkpoints(ckpt_dir) or [None])[-1])
+
+    with signals.guard():
         while state.epoch < cfg.train.epochs:
-            train_loader.sampler.set_epoch(state.epoch)
-            train_loader.sampler.set_start(state.step * bs)
             t0 = time.perf_counter()
-            loss = train_one_epoch(model, train_loader, optimizer, scaler, device, cfg, state,
-                                   on_step, method)
-            scheduler.step()
+            if not state.eval_pending:
+                train_loader.sampler.set_epoch(state.epoch)
+                train_loader.sampler.set_start(state.step * bs)
+                train_one_epoch(model, train_loader, optimizer, scaler, device, cfg, state,
+                                on_step, method)
+                scheduler.step()
+                state.skipped_train = dist.sum_int(state.epoch_skipped)
+                state.eval_pending = True
             t1 = time.perf_counter()
-            metrics = evaluate(model, test_loader, device, cfg)
+            try:
+                metrics = evaluate(model, test_loader, device, cfg)
+            except Interrupted as e:
+                save_ckpt()  # the trained epoch is kept; a rerun only evaluates it
+                raise Interrupted(e.signum, "evaluation",
+                                  checkpoint.list_checkpoints(ckpt_dir)[-1]) from None
             t2 = time.perf_counter()
             times["train"] += t1 - t0
             times["eval"] += t2 - t1
+            loss = state.loss_sum / max(state.loss_count, 1)
             state.epoch += 1
-            state.step = 0
+            state.step, state.loss_sum, state.loss_count, state.epoch_skipped = 0, 0.0, 0, 0
+            state.eval_pending = False
             row = {"epoch": state.epoch, "loss": loss, "mAP": metrics["mAP"],
                    "train_s": round(t1 - t0, 3), "eval_s": round(t2 - t1, 3)}
             state.history.append(row)
@@ -289,8 +296,8 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
                 state.best = metrics["mAP"]
                 extra["best_metrics"] = dict(metrics, epoch=state.epoch)
                 if dist.is_main():
-                    atomic_torch_save({"model": core.state_dict(), "epoch": state.epoch,
-                                       "mAP": state.best}, ckpt_dir / "best.pt")
+                    checkpoint.save_verified({"model": core.state_dict(), "epoch": state.epoch,
+                                              "mAP": state.best}, ckpt_dir / "best.pt")
             save_ckpt()
             if dist.is_main():
                 log(f"[{method}] epoch {state.epoch}/{cfg.train.epochs} loss {loss:.4f} "
@@ -298,8 +305,18 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
                     f"{row['eval_s']:.1f}s eval)")
     if extra["last_metrics"] is None:  # epochs == 0: evaluate the initial model
         extra["last_metrics"] = evaluate(model, test_loader, device, cfg)
-    best = extra["best_metrics"] or {}
-    return {"metrics": extra["last_metrics"], "best_epoch": best.get("epoch"),
-            "best_mAP": best.get("mAP"), "history": state.history, "bad_steps": state.bad_steps,
-            "skipped_images": state.skipped_images, "resumed_from": resumed_from,
+    best = dict(extra["best_metrics"] or {})
+    last = extra["last_metrics"]
+    return {"metrics": last, "best_epoch": best.pop("epoch", None), "best_mAP": best.get("mAP"),
+            "best_metrics": best or None, "history": state.history, "bad_steps": state.bad_steps,
+            "skipped_images": {"train": state.skipped_train, "test": last.get("n_skipped", 0)},
+            "n_evaluated": last.get("n_evaluated"), "resumed_from": resumed_from,
             "train_time_s": round(times["train"], 3), "eval_time_s": round(times["eval"], 3)}
+
+
+def _resume_message(state: TrainState, epochs: int) -> str:
+    if state.eval_pending:
+        return f"resuming: epoch {state.epoch + 1}/{epochs} is trained, evaluating it"
+    if state.epoch >= epochs:
+        return f"all {epochs} epochs were already trained; writing the record"
+    return f"resuming epoch {state.epoch + 1}/{epochs} at step {state.step}"

@@ -11,10 +11,14 @@ A suite YAML (configs/suites/NAME.yaml)::
 
 Rows refer to configs/methods/*.yaml and configs/datasets/*.yaml by name; an
 ablation is a row whose ``set`` overrides settings.
+
+A run's identity is the hash of (suite, row label, seed, resolved config): its
+checkpoints live in ``OUT/SUITE/checkpoints/<run_id>/`` and its record carries
+the same ``run_id``, so a rerun with any changed setting never resumes or skips
+on the strength of an old run (see ``docs/architecture.md``, "Run identity").
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -26,7 +30,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import config as C
 from .figures import FigureSpec
-from .utils.io import append_jsonl, read_jsonl
+from .utils import signals
+from .records import (config_changes, config_hash, finished_records,  # noqa: F401
+                      replace_stale, run_id, stale_records)
+from .utils.io import append_jsonl, atomic_write_json, safe_name
 
 
 class TableSpec(BaseModel):
@@ -72,20 +79,25 @@ class PlannedRun:
         return (self.row.label, self.seed)
 
     @property
-    def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.row.label).strip("_") + f"-seed{self.seed}"
+    def run_id(self) -> str:
+        return run_id(self.suite, self.row.label, self.seed, C.to_dict(self.cfg))
 
 
 def load_suite(name: str) -> SuiteSpec:
     path = C.named_yaml("suites", name)
     try:
-        return SuiteSpec.model_validate(C.load_yaml(path))
+        suite = SuiteSpec.model_validate(C.load_yaml(path))
     except ValidationError as e:
         raise C.ConfigError(f"{path}:\n" + C._explain(e, SuiteSpec, "")) from None
+    try:
+        safe_name(suite.name, "suite name")
+    except ValueError as e:
+        raise C.ConfigError(f"{path}: {e}") from None
+    return suite
 
 
-def config_hash(cfg: Dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+def _label_key(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", label.casefold())
 
 
 def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = None) -> List[PlannedRun]:
@@ -96,10 +108,16 @@ def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = No
     cli = dict(overrides)
     if device:
         cli = C.deep_merge(cli, {"device": device})
+    seen: Dict[str, str] = {}
     for i, row in enumerate(suite.rows):
         if row.label in labels:
             raise C.ConfigError(f"suite {suite.name!r}: row label {row.label!r} appears twice")
+        other = seen.get(_label_key(row.label))
+        if other is not None:
+            raise C.ConfigError(f"suite {suite.name!r}: row labels {other!r} and {row.label!r} differ "
+                                f"only in case, spaces or punctuation; make them clearly different")
         labels.add(row.label)
+        seen[_label_key(row.label)] = row.label
         for seed in row.seeds or suite.seeds:
             raw = C.compose(row.method, row.dataset, suite.defaults,
                             C.dotted_to_nested(row.set), {"seed": seed}, cli)
@@ -115,11 +133,13 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
     """Human-readable plan for --dry-run: rows, seeds, and the files each dataset needs."""
     from .data import get_spec
     lines = [f"suite {suite.name}: {len(suite.rows)} rows, {len(runs)} runs → {out_dir / suite.name}"]
-    done = finished_keys(out_dir / suite.name / "runs.jsonl")
+    done = finished_records(out_dir / suite.name / "runs.jsonl")
     seen, missing = set(), 0
     for r in runs:
         d = r.cfg.data
-        status = "done" if r.key in done else "todo"
+        status = "done" if r.run_id in done else (
+            "CHANGED" if any(x["row"] == r.row.label and x["seed"] == r.seed for x in done.values())
+            else "todo")
         lines.append(f"  [{status}] {r.row.label!r} seed={r.seed}: method={r.row.method} "
                      f"(model {r.cfg.model.name}), dataset={r.row.dataset} ({d.name}), "
                      f"epochs={r.cfg.train.epochs}, batch={r.cfg.train.batch_size}, "
@@ -163,10 +183,6 @@ def _side_files(cfg: C.RunConfig) -> List[tuple]:
                 p = Path(given) if given else default_cache_dir(base, split, m.instance_source, m.top_m)
                 out.append((f"instance cache, split {split}", p.expanduser() / "manifest.json"))
     return out
-
-
-def finished_keys(path: Path) -> Dict[tuple, dict]:
-    return {(r["row"], r["seed"]): r for r in read_jsonl(path) if r.get("status") == "finished"}
 
 
 def chance_map(targets) -> float:
@@ -218,7 +234,7 @@ def build_datasets(cfg: C.RunConfig, model, train, test, root: Path):
         if src is not None:  # a cache made for other images fails here, naming the first mismatch
             src.validate(labels.image_ids, dataset=d.name, split=split)
     tr = ImageDataset(train, build_transform(d.train_transform, d.image_size, True),
-                      instance_source=sources[0], **kw)
+                      instance_source=sources[0], seed=cfg.seed, **kw)
     te = ImageDataset(test, build_transform(d.test_transform, d.image_size, False),
                       instance_source=sources[1], **kw)
     return tr, te
@@ -240,6 +256,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     root, train, test, info = data.get(cfg)
+    signals.check("data preparation")
     if cfg.train.global_batch_size and cfg.train.global_batch_size != cfg.train.batch_size * dist.world_size():
         raise C.ConfigError(
             f"train.global_batch_size={cfg.train.global_batch_size} but train.batch_size="
@@ -248,19 +265,35 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
     model = METHODS.get(cfg.model.name).fn(cfg.model, info)
     tr, te = build_datasets(cfg, model, train, test, root)
     suite_dir = out_dir / suite.name
-    result = engine.fit(model, tr, te, cfg, device, suite_dir / "checkpoints" / run.slug,
-                        method=run.row.label, log=log)
+    resolved = C.to_dict(cfg)
+    rid = run.run_id
+    ckpt_dir = suite_dir / "checkpoints" / rid
+    if dist.is_main() and not (ckpt_dir / "run.json").exists():
+        atomic_write_json(ckpt_dir / "run.json", {"run_id": rid, "suite": suite.name,
+                                                  "row": run.row.label, "seed": run.seed,
+                                                  "config": resolved})
+    result = engine.fit(model, tr, te, cfg, device, ckpt_dir, method=run.row.label, log=log)
     metrics = dict(result.pop("metrics"))
     ap = metrics.pop("AP")
-    resolved = C.to_dict(cfg)
+    for k in ("n_evaluated", "n_skipped"):
+        metrics.pop(k, None)
+    best = result.pop("best_metrics") or {}
+    best = {k: v for k, v in best.items() if k not in ("AP", "n_evaluated", "n_skipped")} or None
+    skipped = result.pop("skipped_images")
+    n_eval = result.pop("n_evaluated")
+    if skipped["test"]:
+        log(f"warning: {skipped['test']} unreadable test image(s) of {run.row.dataset} were skipped "
+            f"(data.skip_bad_images); {run.row.label!r} is evaluated on {n_eval} of {len(test)} images")
     record = {
         "status": "finished", "suite": suite.name, "row": run.row.label, "row_index": run.row_index,
         "method": run.row.method, "model": cfg.model.name, "dataset": run.row.dataset,
-        "seed": run.seed, "reference": run.row.reference,
+        "seed": run.seed, "run_id": rid, "reference": run.row.reference,
         "table_row": run.row.table_row or run.row.label,
         "metrics": metrics, "per_class_ap": dict(zip(info.class_names, ap)),
+        "best_epoch": result.pop("best_epoch"), "best_metrics": best,
         "chance_mAP": chance_map(test.targets),
-        "n_train": len(train), "n_test": len(test),
+        "n_train": len(train), "n_test": n_eval if n_eval is not None else len(test),
+        "n_test_listed": len(test), "skipped_images": skipped,
         "model_record": model.describe(), "embedding_source": info.embedding_source,
         "timing": {"wall_s": round(time.perf_counter() - t0, 3),
                    "train_s": result.pop("train_time_s"), "eval_s": result.pop("eval_time_s"),
@@ -278,26 +311,59 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
 
 
 def run_suite(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path, formats=("csv", "md"),
-              log=print) -> Path:
-    """Run every unfinished run, then render the tables. Returns the suite directory."""
+              log=print, wait: bool = False, replace: bool = False) -> Path:
+    """Run every unfinished run, then render the tables. Returns the suite directory.
+
+    Rank 0 holds the folder's lock throughout (a second ``run`` on the same folder
+    fails naming the holder, or queues with ``wait``), clears the temp files of
+    interrupted writes, and refuses, before any training, rows whose finished record
+    was made with another config, unless ``replace`` moves those records aside.
+    A signal in any phase ends the suite with :class:`signals.Interrupted`.
+    """
     from tqdm import tqdm
 
     from .tables import write_tables
     from .utils import dist
-    suite_dir = out_dir / suite.name
-    done = finished_keys(suite_dir / "runs.jsonl")
-    todo = [r for r in runs if r.key not in done]
-    for r in runs:
-        if r.key in done and done[r.key].get("config_hash") != config_hash(C.to_dict(r.cfg)):
-            log(f"warning: {r.row.label!r} seed {r.seed} is recorded with a different config; "
-                f"skipped anyway (delete its line in runs.jsonl, or use another --out, to rerun)")
-    log(f"suite {suite.name}: {len(runs) - len(todo)} of {len(runs)} runs already finished")
-    data = _DataCache()
-    for run in tqdm(todo, desc=f"suite {suite.name}", disable=not dist.is_main() or len(todo) < 2):
-        log(f"── {run.row.label} (seed {run.seed})")
-        rec = execute(run, suite, out_dir, data, log=log)
-        log(f"   mAP {100 * rec['metrics']['mAP']:.1f} (chance {100 * rec['chance_mAP']:.1f}) "
-            f"in {rec['timing']['wall_s']:.0f}s")
-    if dist.is_main():
-        write_tables(suite_dir, formats)
+    from .utils.io import remove_stale_tmp
+    from .utils.lock import FolderLock
+    suite_dir = out_dir / safe_name(suite.name, "suite name")
+    lock = FolderLock(suite_dir) if dist.is_main() else None
+    with signals.guard():
+        if lock:
+            lock.acquire(wait=wait, log=log)
+        try:
+            todo_ids = None
+            if dist.is_main():
+                for p in remove_stale_tmp(suite_dir):
+                    log(f"removed {p} (left by an interrupted write)")
+                done = finished_records(suite_dir / "runs.jsonl")
+                stale = stale_records(runs, done)
+                if stale and not replace:
+                    r, rec = stale[0]
+                    diff = config_changes(rec["config"], C.to_dict(r.cfg))[:8]
+                    raise C.ConfigError(
+                        f"{suite_dir / 'runs.jsonl'} already holds {len(stale)} finished run(s) of "
+                        f"this suite made with other settings, e.g. {r.row.label!r} seed {r.seed}:\n  "
+                        + "\n  ".join(diff or ["(same config, other suite/row identity)"])
+                        + "\nUse another --out to keep both, or --replace to move the old records "
+                          "to runs.superseded.jsonl and train these runs anew.")
+                if stale:
+                    replace_stale(suite_dir, stale, log)
+                todo_ids = [r.run_id for r in runs if r.run_id not in done]
+                log(f"suite {suite.name}: {len(runs) - len(todo_ids)} of {len(runs)} runs already finished")
+            todo_ids = set(dist.broadcast_object(todo_ids))
+            todo = [r for r in runs if r.run_id in todo_ids]
+            data = _DataCache()
+            for run in tqdm(todo, desc=f"suite {suite.name}", disable=not dist.is_main() or len(todo) < 2):
+                signals.check("the suite, between runs")
+                log(f"── {run.row.label} (seed {run.seed}, run {run.run_id})")
+                rec = execute(run, suite, out_dir, data, log=log)
+                log(f"   mAP {100 * rec['metrics']['mAP']:.1f} (chance {100 * rec['chance_mAP']:.1f}) "
+                    f"in {rec['timing']['wall_s']:.0f}s")
+            if dist.is_main():
+                write_tables(suite_dir, formats)
+            signals.check("table rendering (the tables were written)")
+        finally:
+            if lock:
+                lock.release()
     return suite_dir

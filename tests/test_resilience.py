@@ -68,7 +68,8 @@ def test_sigkill_mid_epoch_resume_is_bit_exact(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     ckdir = out / "r" / "checkpoints"
     # 5 steps per epoch: kill mid-epoch 1, then mid-epoch 2 (fixed offsets), resuming each time.
-    for name in ("ckpt-e0000-s0000002.pt", "ckpt-e0001-s0000003.pt"):
+    # (a checkpoint counts once its .sha256 sidecar is written after it)
+    for name in ("ckpt-e0000-s0000002.pt.sha256", "ckpt-e0001-s0000003.pt.sha256"):
         proc = launch_and_signal(cli(suite, out), ckdir, name)
         assert proc.returncode == -signal.SIGKILL
         for p in ckdir.rglob("ckpt-*.pt"):
@@ -76,10 +77,12 @@ def test_sigkill_mid_epoch_resume_is_bit_exact(tmp_path):
     res = subprocess.run(cli(suite, out), cwd=REPO, env=ENV, capture_output=True, text=True,
                          timeout=400)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "resuming from epoch 2" in res.stdout
+    assert "resuming epoch 2/2 at step 3" in res.stdout
     recs, ref = read_jsonl(out / "r" / "runs.jsonl"), read_jsonl(ref_out / "r" / "runs.jsonl")
     assert len(recs) == 1 and len(ref) == 1
-    a, b = final_state(ref_out / "r" / "checkpoints" / "R-seed0"), final_state(ckdir / "R-seed0")
+    assert recs[0]["run_id"] == ref[0]["run_id"]
+    a = final_state(ref_out / "r" / "checkpoints" / ref[0]["run_id"])
+    b = final_state(ckdir / recs[0]["run_id"])
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -100,7 +103,7 @@ def test_sigterm_checkpoints_then_exits_nonzero(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-1500:]
     assert "stopped by signal" in err
-    ckpts = list_checkpoints(ckdir / "R-seed0")
+    ckpts = list_checkpoints(next(ckdir.iterdir()))
     assert ckpts and "-s0000000" not in ckpts[-1].name  # written at a step boundary mid-epoch
     res = subprocess.run(cli(suite, out, **{"train.ckpt_every_steps": 0, "train.epochs": 3}),
                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=400)

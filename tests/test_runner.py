@@ -113,8 +113,8 @@ def test_sigkill_leaves_nothing_half_written(tmp_path):
     # re-running resumes from the checkpoint and finishes every row
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "resuming from epoch" in res.stdout
+    assert "resuming epoch 1/2" in res.stdout
     recs = read_jsonl(out / "tiny" / "runs.jsonl")
     assert [r["row"] for r in recs] == ["ResNet GMP"]
     assert recs[0]["train"]["resumed_from"]
-    assert list_checkpoints(ckdir / "ResNet_GMP-seed0")
+    assert list_checkpoints(ckdir / recs[0]["run_id"])

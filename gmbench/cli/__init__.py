@@ -36,3 +36,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, UnknownNameError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as e:  # noqa: BLE001  (known runtime failures: one line, exit 1)
+        code = core.runtime_error_code(e)
+        if code is None:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return code

@@ -18,6 +18,11 @@ def add_parser(sub) -> None:
     r.add_argument("--format", default="csv,md", help="table formats: any of csv,md,tex")
     r.add_argument("--resume", action="store_true",
                    help="continue unfinished runs from their last checkpoint (also the default)")
+    r.add_argument("--wait", action="store_true",
+                   help="if another gmbench run holds OUT/SUITE, wait for it instead of exiting")
+    r.add_argument("--replace", action="store_true",
+                   help="rows recorded with other settings: move their old records to "
+                        "runs.superseded.jsonl and train anew (default: refuse, exit 2)")
     r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="list suites, methods and datasets")
@@ -54,21 +59,17 @@ def cmd_run(args) -> int:
     main = dist.is_main()  # the group is gone after the finally below
     log = print if main else (lambda *a, **k: None)
     try:
-        suite_dir = runner.run_suite(suite, runs, out, fmts, log=log)
+        suite_dir = runner.run_suite(suite, runs, out, fmts, log=log, wait=args.wait,
+                                     replace=args.replace)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (one clean line for known failures)
-        from ..data.dataset import BadImageError
-        from ..engine import Interrupted, TrainingDiverged
-        from ..instances.cache import CacheError
-        if isinstance(e, Interrupted):
-            print(f"error: {e}", file=sys.stderr)
-            return 128 + e.signum
-        if isinstance(e, (TrainingDiverged, FileNotFoundError, CacheError, BadImageError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        raise
+        code = runtime_error_code(e)
+        if code is None:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return code
     finally:
         dist.shutdown()
     if main:
@@ -76,6 +77,31 @@ def cmd_run(args) -> int:
             print(f"wrote {suite_dir / f'table.{f}'}")
         print((suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else "")
     return 0
+
+
+def runtime_error_code(e: BaseException):
+    """Exit code for a failure gmbench explains in one line (None: an unexpected bug).
+
+    A signal → 128 + signum; known runtime failures (diverged training, corrupt or
+    missing files, a full disk, a busy results folder) → 1. Bad settings (ConfigError,
+    exit 2) are handled by ``cli.main``.
+    """
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..data.dataset import BadImageError
+    from ..engine import TrainingDiverged
+    from ..instances.cache import CacheError
+    from ..utils.io import RecordsError
+    from ..utils.lock import FolderLocked
+    from ..utils.signals import Interrupted
+    if isinstance(e, Interrupted):
+        return 128 + e.signum
+    if isinstance(e, ConfigError):
+        return None
+    if isinstance(e, (TrainingDiverged, CacheError, BadImageError, CheckpointError, RecordsError,
+                      FolderLocked, OSError)):
+        return 1
+    return None
 
 
 def cmd_list(args) -> int:

@@ -2,7 +2,9 @@
 documented in ``gmbench.models.base``."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+import random
+from contextlib import contextmanager
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -14,6 +16,24 @@ from .base import LabelSet
 
 class BadImageError(RuntimeError):
     pass
+
+
+@contextmanager
+def sample_rng(seed: int, epoch: int, index: int):
+    """Seed python's and torch's CPU RNG from (seed, epoch, index) for one sample's
+    augmentation, restoring both afterwards so the training RNG (dropout, ...) is
+    untouched. The draws then depend on neither the worker that loads the sample
+    nor the batches loaded before it, so any ``num_workers`` and any resume point
+    give the same augmented images."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint64)
+    py_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(state[0]))
+        random.seed(int(state[1]))
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
 
 
 def map_difficult(targets: np.ndarray, mode: str) -> np.ndarray:
@@ -36,12 +56,18 @@ class ImageDataset(torch.utils.data.Dataset):
                 transform; only when ``with_boxes``.
     A missing or corrupt image raises BadImageError naming the file, or, with
     ``skip_bad_images``, yields None, which ``collate`` drops and counts.
+
+    The key is an index, or ``(index, epoch)`` from the training sampler: then the
+    augmentation is seeded by (``seed``, epoch, index) (see :func:`sample_rng`).
     """
+
+    accepts_epoch_keys = True
 
     def __init__(self, labels: LabelSet, transform: Callable, difficult: str = "ignore",
                  skip_bad_images: bool = False, with_boxes: bool = False,
                  box_source: Optional[Callable[[int, int, int], np.ndarray]] = None,
-                 instance_source=None):
+                 instance_source=None, seed: int = 0):
+        self.seed = seed
         self.labels = labels
         self.transform = transform
         self.targets = map_difficult(labels.targets, difficult)
@@ -77,7 +103,14 @@ class ImageDataset(torch.utils.data.Dataset):
             b = b * np.array([w / sw, h / sh, w / sw, h / sh], dtype=np.float32)
         return b
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: Union[int, Tuple[int, int]]):
+        if isinstance(key, (tuple, list)):
+            i, epoch = int(key[0]), int(key[1])
+            with sample_rng(self.seed, epoch, i):
+                return self._item(i)
+        return self._item(int(key))
+
+    def _item(self, i: int):
         img = self._open(i)
         if img is None:
             return None

@@ -63,6 +63,16 @@ def all_true(flag: bool) -> bool:
     return int(t.item()) == 0
 
 
+def sum_int(value: int) -> int:
+    """``value`` summed over ranks (the value itself in one process)."""
+    if not is_dist():
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=comm_device())
+    _IN_FLIGHT.append(t)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 def broadcast_object(obj):
     """Rank 0's ``obj`` on every rank. JSON values only: it travels as JSON text, so
     nothing is unpickled (tuples arrive as lists, dict keys as strings)."""

@@ -1,18 +1,66 @@
 """Crash-safe file writes: temp file in the same directory, fsync, rename.
 
 A reader never sees a half-written file: after SIGKILL either the old content
-or the new one is there, plus at worst a stray ``.tmp-*`` file.
+or the new one is there, plus at worst a stray ``.tmp-*`` file, which
+:func:`remove_stale_tmp` clears once the folder's lock is held. A full disk is
+reported as :class:`DiskFull` naming the file, whatever layer (torch's zip writer
+included) hit it.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, List, Union
 
 PathLike = Union[str, os.PathLike]
+TMP_PREFIX = ".tmp-"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """No space left while writing a file; nothing half-written was left behind."""
+
+
+class RecordsError(ValueError):
+    """A line of a JSONL records file is not a record."""
+
+
+_UNSAFE = re.compile(r"[/\\\x00]")
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """``name`` as one path component, or a ValueError: no separators, no ``..``, not hidden.
+
+    The one gate through which suite names (and anything else a user writes) become
+    file or folder names, so that no setting can write outside ``--out``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
+    if _UNSAFE.search(name) or name in (".", "..") or name.startswith(".") or ".." in name:
+        raise ValueError(f"{what} {name!r} cannot be used as a file name: it may not contain "
+                         f"'/', '\\', '..' or start with '.'; rename it")
+    return name
+
+
+def _disk_full_in(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        # torch's zip writer reports ENOSPC as "file write failed" without an errno
+        if isinstance(exc, RuntimeError) and "write failed" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _fsync_dir(path: Path) -> None:
@@ -31,19 +79,30 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write(path: PathLike, writer: Callable[[io.BufferedWriter], None]) -> Path:
     """Call ``writer(fileobj)`` on a temp file, then atomically move it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=str(path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=str(path.parent))
+    except OSError as e:
+        if e.errno in _NO_SPACE:
+            raise DiskFull(e.errno, f"no space left on device to write {path}; free space "
+                                    f"and re-run (finished work is kept)") from e
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, Exception) and _disk_full_in(e):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFull(errno.ENOSPC, f"no space left on device to write {path} "
+                                         f"({free / 2**20:.0f} MiB free); free space and re-run "
+                                         f"(finished work is kept, the old file is intact)") from e
         raise
     _fsync_dir(path.parent)
     return path
@@ -71,18 +130,52 @@ def atomic_numpy_save(path: PathLike, array) -> Path:
     return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
+def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_stale_tmp(folder: PathLike) -> List[Path]:
+    """Delete the temp files that interrupted atomic writes left under ``folder``.
+
+    Only safe while no other writer is active there: call it with the folder's lock held.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for p in folder.rglob(f"{TMP_PREFIX}*"):
+        if p.is_file():
+            try:
+                p.unlink()
+                gone.append(p)
+            except OSError:
+                pass
+    return gone
+
+
 def append_jsonl(path: PathLike, record: dict) -> None:
     """Append one JSON line so that a crash never leaves a partial line.
 
-    The whole file is rewritten atomically: runs.jsonl holds one line per run
-    (hundreds at most), so the copy is cheap and the result is always whole.
+    The whole file is rewritten atomically (runs.jsonl holds one line per run,
+    hundreds at most), under an exclusive ``fcntl`` lock on a sibling lock file,
+    so concurrent appenders, even in other processes, never lose a record.
     """
     path = Path(path)
-    old = path.read_bytes() if path.exists() else b""
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=False).encode("utf-8") + b"\n"
-    atomic_write_bytes(path, old + line)
+    fd = os.open(str(path.parent / f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        old = path.read_bytes() if path.exists() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        atomic_write_bytes(path, old + line)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def read_jsonl(path: PathLike) -> list:
@@ -95,8 +188,12 @@ def read_jsonl(path: PathLike) -> list:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}); "
-                             f"remove or fix that line") from None
+            raise RecordsError(f"{path}:{i}: not valid JSON ({e.msg}); "
+                               f"remove or fix that line") from None
+        if not isinstance(rec, dict):
+            raise RecordsError(f"{path}:{i}: expected a JSON object (one record per line), got "
+                               f"{type(rec).__name__}; remove or fix that line")
+        out.append(rec)
     return out
