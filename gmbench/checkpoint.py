@@ -8,7 +8,7 @@ Each ``ckpt-*.pt`` has a ``.sha256`` sidecar written after it: a checkpoint
 whose bytes do not match (bit rot, a partial copy, a manual edit) or that has no
 sidecar (killed between the two writes) is reported by name and skipped for the
 newest intact one. Hashing costs one read of the file from the page cache
-(~0.2 s per 100 MB on the 2-core dev box), next to the write itself.
+(~0.25 s per 100 MB on the 2-core dev box, measured under load), next to the write itself.
 """
 from __future__ import annotations
 
