@@ -161,13 +161,14 @@ def append_jsonl(path: PathLike, record: dict) -> None:
     """Append one JSON line so that a crash never leaves a partial line.
 
     The whole file is rewritten atomically (runs.jsonl holds one line per run,
-    hundreds at most), under an exclusive ``fcntl`` lock on a sibling lock file,
+    hundreds at most), under an exclusive ``fcntl`` lock on the containing folder,
     so concurrent appenders, even in other processes, never lose a record.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=False).encode("utf-8") + b"\n"
-    fd = os.open(str(path.parent / f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    # flock on the folder itself: no lock file is left beside the records
+    fd = os.open(str(path.parent), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         old = path.read_bytes() if path.exists() else b""
