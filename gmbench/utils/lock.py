@@ -2,7 +2,8 @@
 
 The lock file (``OUT/SUITE/.lock``) holds the holder's pid and command line, so a
 second ``gmbench run`` on the same folder can say who holds it. The kernel drops
-the lock when the holder dies (also on SIGKILL), so a stale file never blocks.
+the lock when the holder dies (also on SIGKILL), so a stale file never blocks. The
+holder must not open the lock file a second time (a POSIX lock ends with any close).
 """
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ class FolderLock:
         told = False
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # POSIX record lock, not flock: forked DataLoader workers do not inherit it,
+                # so a SIGKILLed holder's orphaned workers cannot keep the folder locked
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except (BlockingIOError, PermissionError):
                 if not wait:
                     os.close(fd)
                     raise FolderLocked(
@@ -58,7 +61,7 @@ class FolderLock:
         if self._fd is not None:
             try:
                 os.ftruncate(self._fd, 0)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
             finally:
                 os.close(self._fd)
                 self._fd = None
