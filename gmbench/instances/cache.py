@@ -50,12 +50,9 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: Path) -> str:
+    from ..utils.io import sha256_file
+    return sha256_file(path)
 
 
 def shard_ranges(n_images: int, shard_size: int) -> List[tuple]:
