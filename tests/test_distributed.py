@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
@@ -89,6 +90,29 @@ def test_collectives_agree_and_the_group_shuts_down(tmp_path):
         res = json.loads((tmp_path / f"r.{rank}").read_text())
         assert res["agreed"] == [i % 3 != 0 for i in range(30)]
         assert res["got"] == [{"rank": 0, "step": i, "pair": [1, 2]} for i in range(30)]
+
+
+def _attempt_worker(rank, world, port, attempt, out_file):
+    # What torchrun >= 2.4 gives a worker: the agent's shared store and the restart count.
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT=str(attempt))
+    from gmbench.utils import dist
+    assert dist.init_from_env("cpu")
+    got = dist.broadcast_object({"attempt": attempt})
+    dist.shutdown()
+    Path(f"{out_file}.{attempt}.{rank}").write_text(json.dumps(got))
+
+
+def test_restarted_workers_ignore_the_previous_attempts_keys_in_a_shared_store(tmp_path):
+    """The agent's store outlives a killed attempt, gloo addresses included. A restarted
+    rank must not read the dead rank 0's address (gloo: connectFullMesh, Connection refused)."""
+    server = tdist.TCPStore("127.0.0.1", 0, 3, True, timedelta(seconds=60), wait_for_workers=False)
+    for attempt in (0, 1):
+        torch.multiprocessing.spawn(_attempt_worker, nprocs=2, join=True,
+                                    args=(2, server.port, attempt, str(tmp_path / "r")))
+        for rank in range(2):
+            assert json.loads((tmp_path / f"r.{attempt}.{rank}").read_text()) == {"attempt": attempt}
 
 
 def suite_file(tmp_path):

@@ -1,4 +1,4 @@
-"""``python -m gmbench``: run suites, list what exists, render tables, data tools.
+"""``python -m gmbench``: run suites, list what exists, render tables, data tools, env.
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)``
 which sets ``func(args) -> exit code``.
@@ -9,9 +9,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import core, data, extract  # noqa: F401  (sub-command modules, in help order)
+from . import core, data, env, extract  # noqa: F401  (sub-command modules)
 
-COMMANDS = (core, data, extract)
+COMMANDS = (core, data, extract, env)  # help order
 EXIT_CONFIG = 2
 
 

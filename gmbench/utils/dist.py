@@ -44,8 +44,34 @@ def init_from_env(device: str) -> bool:
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    store = _agent_store_for_this_attempt()
+    if store is None:
+        dist.init_process_group(backend=backend)
+    else:
+        dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))
     return True
+
+
+def _agent_store_for_this_attempt():
+    """The torchrun agent's TCPStore, namespaced by restart attempt; None when the agent
+    does not share its store (then torch's env:// rendezvous is used as is).
+
+    Why: since torch 2.4 the c10d rendezvous (``--standalone``, ``--rdzv-backend=c10d``)
+    shares one agent-owned TCPStore with the workers (TORCHELASTIC_USE_AGENT_STORE=True),
+    and torch's env:// handler no longer prefixes it per attempt (torch <= 2.3 used
+    ``/worker/attempt_N``). The agent keeps that store across ``--max-restarts``, so a
+    restarted rank read the killed rank 0's gloo address from the previous attempt and
+    failed with ``connectFullMesh ... Connection refused`` (torch 2.14.1). The restart
+    count is per agent: one node is exact; see docs/architecture.md for several nodes.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from torch.distributed.constants import default_pg_timeout
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                           int(os.environ["WORLD_SIZE"]), False, default_pg_timeout)
+    return dist.PrefixStore(f"gmbench/attempt_{attempt}", client)
 
 
 def barrier() -> None:

@@ -1,7 +1,7 @@
 """GM-MLIC as an ``MLICModel``: instance features → assignment graph → ILMS → max pool."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +21,18 @@ from .loss import weighted_bce_from_logits
 def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
     """Upcast half/bfloat16 (autocast) to float32; leave float32/float64 alone."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def select_backend(requested: str, device: torch.device) -> Tuple[str, str]:
+    """(backend that runs on ``device``, why DGL cannot or "") for model.backend=``requested``.
+    ``auto`` picks DGL where it imports and holds a graph on the device, else dense."""
+    if requested == "dense":
+        return "dense", ""
+    ok, why = dgl_runs_on(device)
+    if requested == "dgl" and not ok:
+        raise ImportError(f"model.backend=dgl cannot run on {device} ({why}). "
+                          f"Working versions: {WORKING_STACKS}.")
+    return ("dgl", "") if ok else ("dense", why)
 
 
 class GMMLIC(MLICModel):
@@ -130,15 +142,10 @@ class GMMLIC(MLICModel):
 
     # -- backend ------------------------------------------------------------------
     def resolve_backend(self, device: torch.device) -> str:
-        if self.backend == "dense":
-            return "dense"
-        ok, why = dgl_runs_on(device)
-        if self.backend == "dgl" and not ok:
-            raise ImportError(f"model.backend=dgl cannot run on {device} ({why}). "
-                              f"Working versions: {WORKING_STACKS}.")
-        if not ok:
+        backend, why = select_backend(self.backend, device)
+        if why:
             self.record["dgl_unusable"] = why
-        return "dgl" if ok else "dense"
+        return backend
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         feats, boxes, mask = self._inputs(batch)
