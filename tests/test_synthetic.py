@@ -22,8 +22,6 @@ def digest(root):
 
 
 def test_deterministic_from_seed(tmp_path):
-    for d in "abc":  # an explicit data.root must exist (the generator never creates it)
-        (tmp_path / d).mkdir()
     a = read_labels("synthetic", tmp_path / "a", "train", **SMALL)
     b = read_labels("synthetic", tmp_path / "b", "train", **SMALL)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")

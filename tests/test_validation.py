@@ -139,3 +139,17 @@ def test_mistyped_key_under_an_optional_block(tmp_path):
     with pytest.raises(C.ConfigError) as e:
         load_suite(str(p))
     assert "'table.figure.metrc'" in str(e.value) and "Did you mean 'metric'" in str(e.value)
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "check", "synthetic", "--root", "NOWHERE", "--no-progress"],
+    ["data", "prepare", "synthetic", "--root", "NOWHERE"],
+    ["extract", "--dataset", "synthetic", "--root", "NOWHERE", "--split", "train",
+     "--source", "boxes", "--weights", "none", "--out", "OUT"],
+])
+def test_data_clis_do_not_create_a_missing_root(argv, tmp_path, capsys):
+    nowhere = tmp_path / "nowhere"
+    argv = [a.replace("NOWHERE", str(nowhere)).replace("OUT", str(tmp_path / "out")) for a in argv]
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not nowhere.exists() and not (tmp_path / "out").exists()

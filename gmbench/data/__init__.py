@@ -39,6 +39,7 @@ def check_roots(cfgs: Iterable[DataConfig]) -> None:
 def load_splits(cfg: DataConfig) -> Tuple[Path, LabelSet, LabelSet]:
     """(root, train LabelSet, test LabelSet) for a validated data config."""
     spec = get_spec(cfg.name)
+    spec.check_root(cfg)
     root = spec.prepare_root(cfg)
     missing = [p for s in (cfg.train_split, cfg.test_split)
                for p in spec.expected_files(root, s, cfg) if not Path(p).exists()]

@@ -221,8 +221,9 @@ class SyntheticSpec(DatasetSpec):
         return {"train": cfg.n_train, "test": cfg.n_test}
 
     def check_root(self, cfg: SyntheticConfig) -> None:
-        """An explicit data.root must be an existing folder: the generator writes into it
-        but never creates a folder the user named (a typo would scatter data)."""
+        """A data.root from a config or the command line must be an existing folder: the run
+        and the CLIs never create a folder the user named (a typo would scatter data there).
+        ``prepare_root`` itself, a library call, creates it."""
         if not cfg.root:
             return
         require_folder(cfg.root, f"the synthetic images are generated into an existing folder "
@@ -231,7 +232,6 @@ class SyntheticSpec(DatasetSpec):
                        f"<settings hash>)")
 
     def prepare_root(self, cfg: SyntheticConfig) -> Path:
-        self.check_root(cfg)
         if cfg.root:
             root = Path(cfg.root).expanduser()
         else:
