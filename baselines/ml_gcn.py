@@ -38,7 +38,7 @@ class MLGCNConfig(BaseModel):
     p: float = Field(0.2, ge=0.0, le=1.0)
     # paper: re-weighting with p (Eq. 7); reference: the authors' code (0.25 / column sums + I).
     adj_variant: Literal["paper", "reference"] = "paper"
-    leaky_slope: float = 0.2
+    leaky_slope: float = Field(0.2, ge=0.0)
 
 
 def check_side_info(info: DataInfo, method: str) -> None:

@@ -7,7 +7,7 @@ from typing import Dict, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gmbench.data.base import DataInfo
 from gmbench.models.backbone import build_resnet
@@ -21,7 +21,7 @@ class ResNetConfig(BaseModel):
     depth: Literal[18, 34, 50, 101, 152] = 101
     pool: Literal["max", "avg"] = "max"
     pretrained: str = "none"   # "imagenet", "none" or a path to a .pth state dict
-    dropout: float = 0.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class ResNetClassifier(MLICModel):

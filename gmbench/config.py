@@ -12,10 +12,10 @@ import copy
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .registry import DATASETS, METHODS, UnknownNameError
 
@@ -30,43 +30,51 @@ class _Strict(BaseModel):
 
 class OptimConfig(_Strict):
     name: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    lr: float = Field(0.01, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
     betas: List[float] = [0.9, 0.999]
-    backbone_lr_mult: float = 1.0
+    backbone_lr_mult: float = Field(1.0, ge=0.0)
     scheduler: Literal["step", "none"] = "step"
-    step_size: int = 30
-    gamma: float = 0.1
+    step_size: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0.0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: List[float]) -> List[float]:
+        if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("expected two numbers in [0, 1), e.g. [0.9, 0.999]")
+        return v
 
 
 class TrainConfig(_Strict):
-    epochs: int = 1
-    batch_size: int = 32            # per process (rank)
-    global_batch_size: Optional[int] = None  # checked against batch_size × world size
-    clip_grad_norm: Optional[float] = None
+    # >= 1: an "epochs: 0" run would be recorded as finished with the untrained model's mAP.
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)            # per process (rank)
+    global_batch_size: Optional[int] = Field(None, ge=1)  # checked against batch_size × world size
+    clip_grad_norm: Optional[float] = Field(None, gt=0.0)
     amp: bool = True                # used on CUDA only
     amp_dtype: Literal["float16", "bfloat16"] = "bfloat16"
     deterministic: bool = False
-    ckpt_every_steps: int = 0       # 0: only at the end of each epoch
-    keep_last: int = 2
-    max_bad_steps: int = 5          # consecutive non-finite losses before aborting
-    log_every: int = 50
+    ckpt_every_steps: int = Field(0, ge=0)       # 0: only at the end of each epoch
+    keep_last: int = Field(2, ge=1)
+    max_bad_steps: int = Field(5, ge=1)          # consecutive non-finite losses before aborting
+    log_every: int = Field(50, ge=1)
     # torch intra-op threads (None = torch's default). On a shared CPU box 1 is often
     # fastest: OpenMP threads spin-wait for a descheduled sibling.
-    num_threads: Optional[int] = None
+    num_threads: Optional[int] = Field(None, ge=1)
 
 
 class EvalConfig(_Strict):
-    threshold: float = 0.5
-    top_k: int = 3
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    top_k: int = Field(3, ge=1)
     ap: Literal["noninterpolated", "voc_interpolated"] = "noninterpolated"
     topk_mode: Literal["threshold", "pure"] = "threshold"
-    batch_size: Optional[int] = None
+    batch_size: Optional[int] = Field(None, ge=1)
 
 
 class RunConfig(_Strict):
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2 ** 32 - 1)  # numpy's seeding range
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: Any
     model: Any
@@ -151,7 +159,53 @@ def parse_set(items: List[str]) -> Dict[str, Any]:
 
 
 
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _inner_model(annotation, part):
+    """The pydantic model that ``part`` (a field name, list index or dict key) of a value
+    typed ``annotation`` is validated by, or None. Unwraps Optional/Union, List and Dict,
+    so ``rows.0.sett`` of a suite resolves to RowSpec's fields."""
+    def models(tp):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return [tp]
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if get_origin(tp) in (list, List, tuple, set):
+            return models(args[0]) if args and not isinstance(part, str) else []
+        if get_origin(tp) in (dict, Dict):
+            return models(args[-1]) if args else []
+        return [m for a in args for m in models(a)]  # Union / Optional
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field is not None else None
+    found = models(annotation)
+    return found[0] if found else None
+
+
+def _valid_range(model_cls, loc) -> str:
+    """ " (valid: 0 <= x < 1)" from the Field bounds of the key at ``loc``, or ""."""
+    parent = model_cls
+    for part in loc[:-1]:
+        parent = _inner_model(parent, part) if parent is not None else None
+    fields = getattr(parent, "model_fields", None) or {}
+    field = fields.get(loc[-1]) if loc and isinstance(loc[-1], str) else None
+    if field is None:
+        return ""
+    lo = hi = ""
+    for m in field.metadata:
+        for attr, side, op in (("ge", "lo", "<="), ("gt", "lo", "<"), ("le", "hi", "<="),
+                               ("lt", "hi", "<")):
+            v = getattr(m, attr, None)
+            if v is not None and side == "lo":
+                lo = f"{v} {op} "
+            elif v is not None:
+                hi = f" {op} {v}"
+    return f" (valid: {lo}{loc[-1]}{hi})" if lo or hi else ""
+
+
 def _explain(err: ValidationError, model_cls, prefix: str) -> str:
+    """One line per error: the dotted key path, what is wrong, the value given; for an
+    unknown key the nearest valid keys and every valid key at that level."""
     lines = []
     for e in err.errors():
         loc = [x for x in e["loc"]]
@@ -159,14 +213,18 @@ def _explain(err: ValidationError, model_cls, prefix: str) -> str:
         if e["type"] == "extra_forbidden":
             parent = model_cls
             for part in loc[:-1]:
-                f = getattr(parent, "model_fields", {}).get(part)
-                parent = getattr(f, "annotation", None) if f else None
+                parent = _inner_model(parent, part) if parent is not None else None
+            while parent is not None and not (isinstance(parent, type)
+                                              and issubclass(parent, BaseModel)):
+                parent = _inner_model(parent, 0)  # e.g. Optional[Spec] reached by a field name
             valid = sorted(getattr(parent, "model_fields", {}) or [])
             close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             lines.append(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(valid)}")
         else:
-            lines.append(f"config key {path!r}: {e['msg']} (got {e.get('input')!r})")
+            msg = e["msg"].removeprefix("Value error, ")
+            bounds = _valid_range(model_cls, loc) if e["type"] in _RANGE_ERRORS else ""
+            lines.append(f"config key {path!r}: {msg}{bounds}; got {e.get('input')!r}")
     return "\n".join(lines)
 
 

@@ -111,21 +111,27 @@ def test_dry_run_lists_the_files_without_data(name, tmp_path, monkeypatch, capsy
     assert "gmbench data check" in out
 
 
-@pytest.mark.parametrize("name,sets,path,layout", [
-    ("voc_table1", ["--set", "data.root=ELSEWHERE"], "ELSEWHERE", "VOCdevkit/VOC2007"),
-    ("coco_table2", [], "data/coco2014/annotations/instances_train2014.json", "annotations/"),
+@pytest.mark.parametrize("name,sets,path,layout,rc", [
+    # a root that does not exist: rejected before any work (exit 2)
+    ("voc_table1", ["--set", "data.root=ELSEWHERE"], "ELSEWHERE", "VOCdevkit/VOC2007", 2),
+    # the root exists, the annotation file in it does not: found while reading (exit 1)
+    ("coco_table2", [], "data/coco2014/annotations/instances_train2014.json", "annotations/", 1),
 ])
-def test_missing_dataset_is_one_clear_error(name, sets, path, layout, tmp_path, monkeypatch, capsys):
+def test_missing_dataset_is_one_clear_error(name, sets, path, layout, rc, tmp_path, monkeypatch,
+                                            capsys):
     monkeypatch.chdir(tmp_path)
+    if rc == 1:
+        (tmp_path / "data" / "coco2014").mkdir(parents=True)
     sets = [s.replace("ELSEWHERE", str(tmp_path / "nowhere")) for s in sets]
     path = path.replace("ELSEWHERE", str(tmp_path / "nowhere"))
-    rc = main(["run", "--suite", name, "--out", "results", "--device", "cpu"] + sets)
+    got = main(["run", "--suite", name, "--out", "results", "--device", "cpu"] + sets)
     err = capsys.readouterr().err
-    assert rc == 1
+    assert got == rc
     assert err.count("error:") == 1
     assert path in err and "Expected layout" in err and layout in err
     assert "gmbench data check" in err
     assert not (tmp_path / "results" / name / "runs.jsonl").exists()
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_bad_reference_name_is_a_config_error(tmp_path):

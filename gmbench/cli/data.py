@@ -93,6 +93,7 @@ def run_prepare(args) -> int:
             opts["cache_dir"] = args.cache_dir
         cfg = data_config(args.name, root=args.root, **opts)
         spec = get_spec(args.name)
+        spec.check_root(cfg)  # a root given on the command line is never created
         root = spec.prepare_root(cfg)
         labels = spec.read_labels(root, cfg.train_split, cfg)
         info = build_data_info(labels, cfg, default_cache_dir(root, cfg))

@@ -103,6 +103,7 @@ def run_extract(args) -> int:
         opts = parse_options(args.option)
         cfg = data_config(args.dataset, root=args.root, **opts)
         spec = get_spec(args.dataset)
+        spec.check_root(cfg)  # a root given on the command line is never created
         if not dist.is_main():
             dist.barrier()  # rank 0 first: generated datasets are written on first use
         root = spec.prepare_root(cfg)

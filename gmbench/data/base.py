@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Dict, List, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import ConfigError
 
 
 @dataclass
@@ -58,6 +60,9 @@ class LabelSet:
             sizes=None if self.sizes is None else self.sizes[idx])
 
 
+MIN_IMAGE_SIZE = 32
+
+
 class DataConfig(BaseModel):
     """Settings common to every dataset (the ``data:`` block)."""
     model_config = ConfigDict(extra="forbid")
@@ -66,16 +71,17 @@ class DataConfig(BaseModel):
     root: Optional[str] = None
     train_split: str = "train"
     test_split: str = "test"
-    image_size: int = 448
+    # >= 32: the ResNet trunks downsample by 32, a smaller image has no feature map left.
+    image_size: int = Field(448, ge=MIN_IMAGE_SIZE)
     train_transform: Literal["mlgcn", "ssgrl", "plain"] = "mlgcn"
     test_transform: Literal["mlgcn", "ssgrl", "plain"] = "mlgcn"
     # How VOC-style "difficult only" (-1) labels enter the training loss.
     difficult: Literal["positive", "negative", "ignore"] = "ignore"
     skip_bad_images: bool = False
-    num_workers: int = 0
+    num_workers: int = Field(0, ge=0)
     # Word embeddings for label nodes: a GloVe text file, or None for seeded random.
     glove: Optional[str] = None
-    embedding_dim: int = 300
+    embedding_dim: int = Field(300, ge=1)
     # Where derived files (side information, synthetic images) are cached;
     # None → next to the data root, or ~/.cache/gmbench for synthetic.
     cache_dir: Optional[str] = None
@@ -123,10 +129,32 @@ class DatasetSpec:
         """Annotation files ``read_labels`` opens (for --dry-run and error messages)."""
         return []
 
-    def prepare_root(self, cfg: DataConfig) -> Path:
-        """Resolve (and for generated datasets, create) the data root."""
+    def check_root(self, cfg: DataConfig) -> None:
+        """Raise ConfigError (exit 2) unless ``data.root`` names an existing folder.
+        Only looks; callable at plan time, before any file is written."""
         if not cfg.root:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"dataset {self.name!r} needs data.root (set it with --set data.root=PATH). "
                 f"Expected layout:\n{self.layout}")
+        require_folder(cfg.root, f"dataset {self.name!r} is read from there. Expected layout:\n"
+                       f"{self.layout}\nPut the data there or set data.root=PATH, then check "
+                       f"it with: python -m gmbench data check {self.name} --root PATH")
+
+    def prepare_root(self, cfg: DataConfig) -> Path:
+        """Resolve (and for generated datasets, create) the data root."""
+        self.check_root(cfg)
         return Path(cfg.root).expanduser()
+
+
+def require_folder(root: str, why: str) -> Path:
+    """``data.root`` as a Path; ConfigError unless it is an existing folder (never creates it)."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise ConfigError(f"config key 'data.root': {path} {what}; {why}")
+    return path
+
+
+class AnnotationError(ValueError):
+    """An annotation file that exists but cannot be parsed: names the file, the entry and
+    what is wrong. A data problem found while reading (the CLI exits 1)."""

@@ -149,6 +149,7 @@ def check_dataset(name: str, root, splits: Optional[Sequence[str]] = None,
 
     cfg = data_config(name, root=None if root is None else str(root), **options)
     spec = get_spec(name)
+    spec.check_root(cfg)  # a root given on the command line is never created
     root_path = spec.prepare_root(cfg)
     splits = list(splits) if splits else [cfg.train_split, cfg.test_split]
     return [check_split(spec, root_path, s, cfg, decode, workers, progress) for s in splits]

@@ -24,10 +24,12 @@ from typing import Dict, List, Literal, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pydantic import Field
 
+from ..config import ConfigError
 from ..registry import register_dataset
 from ..utils.io import atomic_write_json
-from .base import DataConfig, DatasetSpec, LabelSet
+from .base import MIN_IMAGE_SIZE, DataConfig, DatasetSpec, LabelSet, require_folder
 from .coco import read_coco_annotations
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "hbar", "vbar", "star")
@@ -41,16 +43,16 @@ class SyntheticConfig(DataConfig):
     name: Literal["synthetic"] = "synthetic"
     train_split: str = "train"
     test_split: str = "test"
-    image_size: int = 64
+    image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
     train_transform: Literal["mlgcn", "ssgrl", "plain"] = "plain"
     test_transform: Literal["mlgcn", "ssgrl", "plain"] = "plain"
-    num_classes: int = 10
-    n_train: int = 600
-    n_test: int = 300
-    resolution: int = 64
-    n_scenes: int = 4
-    clutter: int = 3
-    seed: int = 0
+    num_classes: int = Field(10, ge=1, le=MAX_CLASSES)  # distinct (colour, shape) pairs
+    n_train: int = Field(600, ge=1)
+    n_test: int = Field(300, ge=1)
+    resolution: int = Field(64, ge=16)       # rendered side in pixels
+    n_scenes: int = Field(4, ge=1)
+    clutter: int = Field(3, ge=0)
+    seed: int = Field(0, ge=0, le=2 ** 32 - 1)
 
 
 def class_names(num_classes: int) -> List[str]:
@@ -217,6 +219,17 @@ class SyntheticSpec(DatasetSpec):
 
     def expected_counts_for(self, cfg: SyntheticConfig) -> Dict[str, int]:
         return {"train": cfg.n_train, "test": cfg.n_test}
+
+    def check_root(self, cfg: SyntheticConfig) -> None:
+        """A data.root from a config or the command line must be an existing folder: the run
+        and the CLIs never create a folder the user named (a typo would scatter data there).
+        ``prepare_root`` itself, a library call, creates it."""
+        if not cfg.root:
+            return
+        require_folder(cfg.root, f"the synthetic images are generated into an existing folder "
+                       f"only. Create it first, or leave data.root unset to use the cache "
+                       f"({os.environ.get('GMBENCH_CACHE', '~/.cache/gmbench')}/synthetic/"
+                       f"<settings hash>)")
 
     def prepare_root(self, cfg: SyntheticConfig) -> Path:
         if cfg.root:
