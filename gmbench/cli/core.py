@@ -55,6 +55,8 @@ def cmd_run(args) -> int:
     if args.dry_run:
         print(runner.describe_plan(suite, runs, out))
         return 0
+    from ..data import check_roots
+    check_roots(r.cfg.data for r in runs)  # a missing dataset exits 2 before any row trains
     dist.init_from_env(str(resolve_device(runs[0].cfg.device)) if runs else "cpu")
     main = dist.is_main()  # the group is gone after the finally below
     log = print if main else (lambda *a, **k: None)
@@ -88,6 +90,7 @@ def runtime_error_code(e: BaseException):
     """
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
+    from ..data import AnnotationError
     from ..data.dataset import BadImageError
     from ..engine import TrainingDiverged
     from ..instances.cache import CacheError
@@ -99,7 +102,7 @@ def runtime_error_code(e: BaseException):
     if isinstance(e, ConfigError):
         return None
     if isinstance(e, (TrainingDiverged, CacheError, BadImageError, CheckpointError, RecordsError,
-                      FolderLocked, OSError)):
+                      FolderLocked, AnnotationError, OSError)):
         return 1
     return None
 

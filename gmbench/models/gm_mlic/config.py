@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 
 class GMMLICConfig(BaseModel):
@@ -57,3 +57,17 @@ class GMMLICConfig(BaseModel):
         if v < 2:
             raise ValueError(f"model.mlp_layers must be >= 2 (1 would make every MLP linear), got {v}")
         return v
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, v: float) -> float:
+        if not v >= 0:  # also rejects NaN; a negative beta up-weights the frequent side
+            raise ValueError(f"model.beta must be >= 0 (Eq. 15; 0 = plain BCE), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _knn_below_top_m(self) -> "GMMLICConfig":
+        if self.knn_k >= self.top_m:
+            raise ValueError(f"model.knn_k ({self.knn_k}) must be < model.top_m ({self.top_m}): "
+                             f"each instance links to k others among the top_m kept")
+        return self
