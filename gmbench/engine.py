@@ -189,8 +189,11 @@ def predict(model, loader, device, cfg: RunConfig):
             continue
         batch = to_device(batch, device)
         with autocast(device, cfg):
-            probs = core.probs(core(batch))
-        acc.update(batch["index"].cpu(), probs.float().cpu(), batch["target_raw"].cpu())
+            out = core(batch)
+        # Outside autocast; the heads' last layers are float32 (models/base.py), so the scores
+        # are not bf16-rounded (ties lower AP). float32 on every path, DDP gather included.
+        probs = core.probs(out).float()
+        acc.update(batch["index"].cpu(), probs.cpu(), batch["target_raw"].cpu())
     acc.gather()
     return acc
 
