@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gmbench.data.base import DataInfo
 from gmbench.models.backbone import build_resnet
-from gmbench.models.base import MLICModel
+from gmbench.models.base import Float32Linear, MLICModel
 from gmbench.registry import register_method
 
 
@@ -38,7 +38,7 @@ class ExampleMeanPool(MLICModel):
     def __init__(self, cfg: ExampleMeanPoolConfig, info: DataInfo):
         super().__init__()
         self.backbone, width, record = build_resnet(cfg.depth, cfg.pretrained)
-        self.fc = nn.Linear(width, info.num_classes)
+        self.fc = Float32Linear(width, info.num_classes)  # float32 logits under autocast
         if cfg.prior_bias:
             # Clip so that classes absent from (or present in every) training image stay finite.
             r = np.clip(np.asarray(info.label_ratios, dtype=np.float64), 1e-4, 1 - 1e-4)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gmbench.data.base import DataInfo
 from gmbench.models.backbone import build_resnet
-from gmbench.models.base import MLICModel
+from gmbench.models.base import MLICModel, float32_matmul
 from gmbench.registry import register_method
 
 
@@ -131,7 +131,7 @@ class MLGCN(MLICModel):
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         fmap = self.backbone(batch["image"])
         feat = fmap.amax(dim=(2, 3)) if self.pool == "max" else fmap.mean(dim=(2, 3))
-        return {"logits": feat @ self.label_classifiers().t()}
+        return {"logits": float32_matmul(feat, self.label_classifiers().t())}  # no bf16 ties
 
 
 @register_method("ml_gcn", config=MLGCNConfig)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gmbench.data.base import DataInfo
 from gmbench.models.backbone import build_resnet
-from gmbench.models.base import MLICModel
+from gmbench.models.base import Float32Linear, MLICModel
 from gmbench.registry import register_method
 
 
@@ -31,7 +31,7 @@ class ResNetClassifier(MLICModel):
         self.record["pool"] = cfg.pool
         self.pool = nn.AdaptiveMaxPool2d(1) if cfg.pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(width, num_classes)
+        self.fc = Float32Linear(width, num_classes)  # float32 logits under autocast
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """image [B, 3, H, W] → logits [B, C]."""

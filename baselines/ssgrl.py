@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gmbench.data.base import DataInfo
 from gmbench.models.backbone import build_resnet
-from gmbench.models.base import MLICModel
+from gmbench.models.base import MLICModel, at_least_f32, no_autocast
 from gmbench.registry import register_method
 
 from .ml_gcn import check_side_info, conditional_probability
@@ -129,7 +129,9 @@ class SSGRL(MLICModel):
         fmap = self.backbone[self.n_frozen:](x)
         h0, attn = self.decouple(fmap, self.embeddings)
         out = torch.tanh(self.fuse(torch.cat([self.graph(h0), h0], dim=-1)))  # [B, C, O]
-        logits = (out * self.cls_weight).sum(-1) + self.cls_bias
+        # Per-class linear layer in float32 (bfloat16 logits tie; docs/reproduction.md).
+        with no_autocast(out):
+            logits = (at_least_f32(out) * self.cls_weight).sum(-1) + self.cls_bias
         return {"logits": logits, "attention": attn}
 
 

@@ -70,6 +70,9 @@ class EvalConfig(_Strict):
     top_k: int = Field(3, ge=1)
     ap: Literal["noninterpolated", "voc_interpolated"] = "noninterpolated"
     topk_mode: Literal["threshold", "pure"] = "threshold"
+    # VOC "difficult" labels (target -1) at test time: ignore = out of the ranking (ML-GCN);
+    # negative = counted as absent (SSGRL's and Query2Label's evaluation).
+    difficult: Literal["ignore", "negative"] = "ignore"
     batch_size: Optional[int] = Field(None, ge=1)
 
 

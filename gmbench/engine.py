@@ -179,8 +179,11 @@ def predict(model, loader, device, cfg: RunConfig):
             continue
         batch = to_device(batch, device)
         with autocast(device, cfg):
-            probs = core.probs(core(batch))
-        acc.update(batch["index"].cpu(), probs.float().cpu(), batch["target_raw"].cpu())
+            out = core(batch)
+        # Outside autocast; the heads' last layers are float32 (models/base.py), so the scores
+        # are not bf16-rounded (ties lower AP). float32 on every path, DDP gather included.
+        probs = core.probs(out).float()
+        acc.update(batch["index"].cpu(), probs.cpu(), batch["target_raw"].cpu())
     acc.gather()
     return acc
 
@@ -190,7 +193,8 @@ def evaluate(model, loader, device, cfg: RunConfig) -> Dict[str, Any]:
     ``n_evaluated`` and ``n_skipped`` (unreadable test images left out, summed over ranks)."""
     e: EvalConfig = cfg.eval
     acc = predict(model, loader, device, cfg)
-    out = acc.compute(threshold=e.threshold, top_k=e.top_k, ap=e.ap, topk_mode=e.topk_mode)
+    out = acc.compute(threshold=e.threshold, top_k=e.top_k, ap=e.ap, topk_mode=e.topk_mode,
+                      difficult=e.difficult)
     out["n_evaluated"] = acc.n_samples() or 0
     out["n_skipped"] = dist.sum_int(acc.n_skipped)
     return out

@@ -171,17 +171,16 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
 
 
 def _side_files(cfg: C.RunConfig) -> List[tuple]:
-    """Files a run opens besides the annotations: GloVe, and the instance caches of methods
-    that read them (model.features=cache; the path rule of GMMLIC.instance_sources)."""
+    """Files a run opens besides the annotations: GloVe, the instance caches of methods that
+    read them (model.features=cache) and a detector weights file (model.features=online)."""
+    from .instances.runtime import cache_paths, detector_weights_file
     d, m = cfg.data, cfg.model
     out = [("GloVe word vectors", Path(d.glove).expanduser())] if d.glove else []
-    if getattr(m, "features", None) == "cache":
-        from .instances import default_cache_dir
-        base = Path(d.cache_dir) if d.cache_dir else (Path(d.root) / ".gmbench" if d.root else None)
-        for split, given in ((d.train_split, m.cache_train), (d.test_split, m.cache_test)):
-            if given or base is not None:
-                p = Path(given) if given else default_cache_dir(base, split, m.instance_source, m.top_m)
-                out.append((f"instance cache, split {split}", p.expanduser() / "manifest.json"))
+    for split, p in cache_paths(d, m, Path(d.root) if d.root else None):
+        out.append((f"instance cache, split {split}", p / "manifest.json"))
+    weights = detector_weights_file(m)
+    if weights is not None:
+        out.append(("online detector weights", weights))
     return out
 
 
@@ -227,16 +226,20 @@ def build_datasets(cfg: C.RunConfig, model, train, test, root: Path):
     from .data.dataset import ImageDataset
     from .data.transforms import build_transform
     d = cfg.data
+    from .instances.runtime import prepare_model_instances
     kw = dict(difficult=d.difficult, skip_bad_images=d.skip_bad_images,
               with_boxes=getattr(model, "needs_boxes", False))
-    sources = model.instance_sources(root, d) if hasattr(model, "instance_sources") else (None, None)
+    # The runner, not the model, opens instance caches / attaches the online detector.
+    sources = prepare_model_instances(model, d, cfg.model, root)
     for src, labels, split in ((sources[0], train, d.train_split), (sources[1], test, d.test_split)):
         if src is not None:  # a cache made for other images fails here, naming the first mismatch
             src.validate(labels.image_ids, dataset=d.name, split=split)
+    # A model that reads cached features only: no image is decoded or augmented.
+    load = [getattr(model, "needs_images", True) or src is None for src in sources]
     tr = ImageDataset(train, build_transform(d.train_transform, d.image_size, True),
-                      instance_source=sources[0], seed=cfg.seed, **kw)
+                      instance_source=sources[0], seed=cfg.seed, load_image=load[0], **kw)
     te = ImageDataset(test, build_transform(d.test_transform, d.image_size, False),
-                      instance_source=sources[1], **kw)
+                      instance_source=sources[1], load_image=load[1], **kw)
     return tr, te
 
 

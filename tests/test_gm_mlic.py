@@ -273,6 +273,7 @@ def test_cache_mode_reads_instance_caches_through_the_dataset(tmp_path):
     from gmbench.data.transforms import build_transform
     from gmbench.instances import BoxesConfig, BoxesSource, default_cache_dir
     from gmbench.instances.pipeline import run_extraction
+    from gmbench.instances.runtime import prepare_model_instances
     rng = np.random.default_rng(0)
     paths, boxes = [], []
     for i in range(3):
@@ -287,14 +288,20 @@ def test_cache_mode_reads_instance_caches_through_the_dataset(tmp_path):
                       test_split="test")
     model = make_model("dense", feat_dim=256, top_m=4, instance_source="boxes")
     with pytest.raises(FileNotFoundError, match="gmbench extract"):
-        model.instance_sources(tmp_path, dcfg)
+        prepare_model_instances(model, dcfg, model.cfg, tmp_path)
     src = BoxesSource(BoxesConfig(depth=18, weights="none", min_size=32, max_size=64), 4, "cpu", labels)
     for split in ("train", "test"):
         run_extraction(labels, default_cache_dir(tmp_path / "dc", split, "boxes", 4), src,
                        dataset="tiny", split=split, top_m=4)
-    train, test = model.instance_sources(tmp_path, dcfg)
-    ds = ImageDataset(labels, build_transform("plain", 32, False), with_boxes=True, instance_source=train)
+    train, test = prepare_model_instances(model, dcfg, model.cfg, tmp_path)
+    assert not model.needs_images
+    # Cache mode never opens (or augments) the image: the files may as well be gone.
+    for p in paths:
+        p.unlink()
+    transform = lambda *a: pytest.fail("cache mode must not transform images")  # noqa: E731
+    ds = ImageDataset(labels, transform, with_boxes=True, instance_source=train, load_image=False)
     batch = collate([ds[i] for i in range(3)])
+    assert "image" not in batch
     assert batch["inst_feat"].shape == (3, 2, 256) and batch["box_mask"].sum().item() == 1 + 2 + 2
     out = model(batch)
     assert out["probs"].shape == (3, C) and torch.isfinite(model.loss(out, batch))

@@ -59,6 +59,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
     The key is an index, or ``(index, epoch)`` from the training sampler: then the
     augmentation is seeded by (``seed``, epoch, index) (see :func:`sample_rng`).
+
+    load_image=False (only with an ``instance_source``): the item has no "image"; the
+    file is neither opened nor transformed (methods that read cached features only).
     """
 
     accepts_epoch_keys = True
@@ -66,8 +69,11 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, labels: LabelSet, transform: Callable, difficult: str = "ignore",
                  skip_bad_images: bool = False, with_boxes: bool = False,
                  box_source: Optional[Callable[[int, int, int], np.ndarray]] = None,
-                 instance_source=None, seed: int = 0):
+                 instance_source=None, seed: int = 0, load_image: bool = True):
+        if not load_image and instance_source is None:
+            raise ValueError("load_image=False needs an instance_source (the features to read)")
         self.seed = seed
+        self.load_image = load_image
         self.labels = labels
         self.transform = transform
         self.targets = map_difficult(labels.targets, difficult)
@@ -103,6 +109,14 @@ class ImageDataset(torch.utils.data.Dataset):
             b = b * np.array([w / sw, h / sh, w / sw, h / sh], dtype=np.float32)
         return b
 
+    def _cached_item(self, i: int) -> dict:
+        """Item i from the instance source alone (load_image=False): no decode, no transform."""
+        inst = self.instance_source[i]
+        return {"target": torch.from_numpy(self.targets[i]),
+                "target_raw": torch.from_numpy(self.labels.targets[i].astype(np.float32)),
+                "index": i, "boxes": torch.as_tensor(inst["boxes"], dtype=torch.float32),
+                "inst_feat": torch.as_tensor(inst["feat"], dtype=torch.float32)}
+
     def __getitem__(self, key: Union[int, Tuple[int, int]]):
         if isinstance(key, (tuple, list)):
             i, epoch = int(key[0]), int(key[1])
@@ -111,6 +125,8 @@ class ImageDataset(torch.utils.data.Dataset):
         return self._item(int(key))
 
     def _item(self, i: int):
+        if not self.load_image:
+            return self._cached_item(i)
         img = self._open(i)
         if img is None:
             return None
@@ -143,12 +159,13 @@ def collate(samples: List[Optional[dict]]) -> dict:
     if not samples:
         return {"n_skipped": n_skipped, "empty": True}
     batch = {
-        "image": torch.stack([s["image"] for s in samples]),
         "target": torch.stack([s["target"] for s in samples]),
         "target_raw": torch.stack([s["target_raw"] for s in samples]),
         "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
         "n_skipped": n_skipped,
     }
+    if "image" in samples[0]:  # absent when the dataset reads cached features only
+        batch["image"] = torch.stack([s["image"] for s in samples])
     if "boxes" in samples[0]:
         m = max(1, max(len(s["boxes"]) for s in samples))
         b = len(samples)

@@ -21,9 +21,8 @@ Edge types (DGL canonical etypes; ``src → dst``)
                                              MATCH); carries no state, only the per-step
                                              message for instance nodes, copied from MATCH
 
-Node features
-    F_FEAT   instance  float [N_o, D_f]  instance feature f (cache or RoIAlign)
-    F_BOX    instance  float [N_o, 4]    normalised (x1, y1, x2, y2)
+Node features (instance features f and boxes are passed to the backend as tensors in
+graph order, not stored on the graph)
     F_CID    label     long  [N_l]       class index of the label node (0..C-1)
     F_STATE  both      float [N, d]      current node state v^o / v^l
 
@@ -55,8 +54,6 @@ CO = (LABEL, "co", LABEL)
 MATCH = (INST, "match", LABEL)
 MATCH_REV = (LABEL, "match_rev", INST)
 
-F_FEAT = "f"
-F_BOX = "box"
 F_CID = "cid"
 F_STATE = "x"
 F_POS = "pos"

@@ -135,6 +135,24 @@ def postprocess_with_index(roi_heads, class_logits: torch.Tensor, box_regression
     return out
 
 
+def detect_with_features(model, batch, unique: bool) -> List[dict]:
+    """Run the frozen detector on ``batch``, the ImageList of ``model.transform`` (resized,
+    normalised float images).
+
+    Returns per image the ``postprocess_with_index`` dict plus ``feat`` [d, D] (the box-head
+    row of each detection) and ``resized`` (the detector's input size, boxes are in it).
+    """
+    feats = model.backbone(batch.tensors)
+    proposals, _ = model.rpn(batch, feats)
+    rh = model.roi_heads
+    x = rh.box_head(rh.box_roi_pool(feats, proposals, batch.image_sizes))  # [P, D]
+    logits, reg = rh.box_predictor(x)
+    dets = postprocess_with_index(rh, logits, reg, proposals, batch.image_sizes, unique)
+    for d, size in zip(dets, batch.image_sizes):
+        d["feat"], d["resized"] = x[d["rows"]], size
+    return dets
+
+
 class DetectorSource:
     """Callable: list of uint8 [3, H, W] images → per-image instance dicts (see cache.pack_shard).
 
@@ -171,16 +189,9 @@ class DetectorSource:
         imgs = [im.to(self.device, non_blocking=True).float().div_(255) for im in images]
         batch, _ = m.transform(imgs)
         t1 = self._sync()
-        feats = m.backbone(batch.tensors)
-        proposals, _ = m.rpn(batch, feats)
-        rh = m.roi_heads
-        x = rh.box_head(rh.box_roi_pool(feats, proposals, batch.image_sizes))  # [P, 1024]
-        logits, reg = rh.box_predictor(x)
-        dets = postprocess_with_index(rh, logits, reg, proposals, batch.image_sizes,
-                                      self.cfg.unique_proposals)
-        for d, orig, size in zip(dets, imgs, batch.image_sizes):
-            d["feat"] = x[d["rows"]]
-            d["resized"], d["orig"] = size, tuple(orig.shape[-2:])
+        dets = detect_with_features(m, batch, self.cfg.unique_proposals)
+        for d, orig in zip(dets, imgs):
+            d["orig"] = tuple(orig.shape[-2:])
         self.times["transform"] += t1 - t0
         self.times["detector"] += self._sync() - t1
         return dets

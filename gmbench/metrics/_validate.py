@@ -14,6 +14,7 @@ import numpy as np
 
 AP_MODES = ("noninterpolated", "voc_interpolated")
 TOPK_MODES = ("threshold", "pure")
+DIFFICULT_MODES = ("ignore", "negative")  # target -1: out of the ranking, or a negative
 
 
 def _is_torch_tensor(x: Any) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._validate import check_options, check_pair
+from ._validate import DIFFICULT_MODES, check_options, check_pair
 from .ap import average_precision_block as _average_precision
 
 METRICS_VERSION = 1
@@ -123,16 +123,20 @@ def _f1(prec: float, rec: float) -> float:
 
 
 def evaluate(probs: Any, targets: Any, *, threshold: float = 0.5, top_k: int = 3,
-             ap: str = "noninterpolated", topk_mode: str = "threshold") -> Dict[str, Any]:
+             ap: str = "noninterpolated", topk_mode: str = "threshold",
+             difficult: str = "ignore") -> Dict[str, Any]:
     """All metrics of GM-MLIC §4.1 for probs / targets [N, C] (numpy or torch).
 
     Returns a dict with exactly: ``mAP``, ``AP`` (list of C floats, NaN for a class
     with no positive), ``CP CR CF1 OP OR OF1`` at prob >= threshold, the same six
     with suffix ``@{top_k}``, and ``n_classes_ap`` (classes that entered mAP).
     All values are fractions in [0, 1]. Raises ValueError on malformed input.
+    ``difficult``: "ignore" = entries with target -1 (VOC difficult) leave the ranking;
+    "negative" = they count as absent (SSGRL's and Query2Label's VOC evaluation).
     """
     thr, k = check_options(threshold, top_k, ap, topk_mode)
     p, t = check_pair(probs, targets)
+    t = apply_difficult(t, difficult)
     blocks = _class_blocks(*p.shape)
     pool = ThreadPoolExecutor(len(blocks)) if len(blocks) > 1 else None
     try:
@@ -164,15 +168,25 @@ def evaluate(probs: Any, targets: Any, *, threshold: float = 0.5, top_k: int = 3
     return out
 
 
+def apply_difficult(t: np.ndarray, difficult: str) -> np.ndarray:
+    """targets int8 [N, C] → the same with -1 kept ("ignore") or set to 0 ("negative")."""
+    if difficult not in DIFFICULT_MODES:
+        raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
+    return np.where(t < 0, 0, t).astype(t.dtype) if difficult == "negative" else t
+
+
 def conventions(*, threshold: float = 0.5, top_k: int = 3, ap: str = "noninterpolated",
-                topk_mode: str = "threshold") -> Dict[str, Any]:
+                topk_mode: str = "threshold", difficult: str = "ignore") -> Dict[str, Any]:
     """The conventions behind ``evaluate(**same kwargs)``, for the run record."""
     thr, k = check_options(threshold, top_k, ap, topk_mode)
+    apply_difficult(np.zeros((0, 0), np.int8), difficult)
     return {
         "metrics_version": METRICS_VERSION,
         "ap": ap,
         "ap_ties": "tied scores form one threshold (as sklearn average_precision_score)",
-        "ap_ignored": "entries with target -1 removed before ranking",
+        "ap_ignored": ("entries with target -1 removed before ranking" if difficult == "ignore"
+                       else "entries with target -1 counted as negatives (eval.difficult=negative)"),
+        "difficult": difficult,
         "ap_no_positive": "AP NaN, left out of mAP, warned",
         "threshold": thr,
         "positive_rule": "prob >= threshold; ground truth = (target == 1)",

@@ -21,6 +21,41 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast float16/bfloat16 (autocast output) to float32; float32/float64 pass unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def no_autocast(x: torch.Tensor):
+    """Context that switches autocast off on ``x``'s device type (for float32 head layers)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def float32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with autocast off and both sides at least float32.
+
+    For a head's last layer: bfloat16 logits keep 8 bits of mantissa, so many test scores
+    tie and tied scores lower AP (docs/reproduction.md, "Scores in float32").
+    """
+    with no_autocast(a):
+        return torch.matmul(at_least_f32(a), at_least_f32(b))
+
+
+class Float32Linear(nn.Linear):
+    """nn.Linear that always computes in (at least) float32, also under autocast.
+
+    Same parameters and state_dict keys as nn.Linear; use it as the last layer of a head
+    so that the logits the metric layer ranks are not rounded to bfloat16/float16.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with no_autocast(x):
+            w = at_least_f32(self.weight)
+            b = None if self.bias is None else at_least_f32(self.bias)
+            x = at_least_f32(x)
+            return F.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
+
+
 def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean BCE over entries whose target is not -1. [B, C] → scalar."""
     mask = (target >= 0).to(logits.dtype)
@@ -38,12 +73,16 @@ class MLICModel(nn.Module):
     """
     needs_boxes: bool = False
     needs_instance_features: bool = False
+    needs_images: bool = True       # False: the dataset need not decode images (cached features)
 
     def loss(self, out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return masked_bce_with_logits(out["logits"].float(), batch["target"])
+        return masked_bce_with_logits(at_least_f32(out["logits"]), batch["target"])
 
     def probs(self, out: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.sigmoid(out["logits"].float())
+        """sigmoid(logits) in float32 (float64 stays float64), outside any autocast."""
+        logits = at_least_f32(out["logits"])
+        with no_autocast(logits):
+            return torch.sigmoid(logits)
 
     def param_groups(self, lr: float, backbone_lr_mult: float) -> List[dict]:
         """Backbone parameters at lr·mult, the rest at lr."""

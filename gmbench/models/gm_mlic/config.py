@@ -11,14 +11,21 @@ class GMMLICConfig(BaseModel):
     name: Literal["gm_mlic"] = "gm_mlic"
 
     # Where instance features come from: "cache" = the detector's box-head features
-    # (batch["inst_feat"], feat_dim wide); "e2e" = trainable ResNet trunk + RoIAlign.
-    features: Literal["e2e", "cache"] = "cache"
-    feat_dim: int = 1024            # width of cached instance features (cache mode)
+    # (batch["inst_feat"], feat_dim wide), extracted once from the un-augmented image;
+    # "online" = the frozen detector runs on every (augmented) batch; "e2e" = trainable
+    # ResNet trunk + RoIAlign on the batch's boxes.
+    features: Literal["e2e", "cache", "online"] = "cache"
+    feat_dim: int = 1024            # width of instance features (cache; online: the box head's)
     # Cache mode: which `gmbench extract --source` made the caches, or explicit cache dirs
     # (default DATA_CACHE/instances/SPLIT-SOURCE-m<top_m>, as `gmbench extract` writes).
     instance_source: Literal["detector", "boxes"] = "detector"
     cache_train: Optional[str] = None
     cache_test: Optional[str] = None
+    # Online mode: the frozen Faster R-CNN (ResNet-50-FPN) of `gmbench extract --source detector`.
+    detector_weights: str = "coco"  # coco (torchvision enum, hub cache) | none (random) | /path.pth
+    detector_min_size: int = 800    # its resize of each (augmented) image: shorter side ...
+    detector_max_size: int = 1333   # ... and longer-side cap, as in the extraction
+    detector_seed: int = 0          # init seed for detector_weights=none
     depth: Literal[18, 34, 50, 101, 152] = 101   # ResNet depth of the e2e trunk
     pretrained: str = "none"        # e2e trunk weights: imagenet | none | /path.pth
     roi_size: int = 7               # RoIAlign output (roi_size²), then average-pooled
@@ -36,6 +43,10 @@ class GMMLICConfig(BaseModel):
     use_label_graph: bool = True     # False = "w/o Gl"
     use_matching_edges: bool = True  # False = "w/o ILM edges" (dot-product readout)
     beta: float = 0.4               # Eq. 15 class-imbalance weight (0 on VOC)
+    # Eq. 15 reduction over a batch of B images × C classes: "sum_classes" = sum over classes,
+    # mean over images (the paper's per-image sum; default); "mean" = mean over the B·C
+    # entries (C times smaller gradients); "sum" = sum over both (B times larger).
+    loss_reduction: Literal["sum_classes", "mean", "sum"] = "sum_classes"
 
     @field_validator("dims")
     @classmethod
@@ -44,7 +55,8 @@ class GMMLICConfig(BaseModel):
             raise ValueError(f"model.dims must be a non-empty list of positive widths, got {v}")
         return v
 
-    @field_validator("top_m", "knn_k", "enc_dim", "roi_size", "feat_dim")
+    @field_validator("top_m", "knn_k", "enc_dim", "roi_size", "feat_dim", "detector_min_size",
+                     "detector_max_size")
     @classmethod
     def _positive(cls, v: int, info) -> int:
         if v < 1:
@@ -71,3 +83,20 @@ class GMMLICConfig(BaseModel):
             raise ValueError(f"model.knn_k ({self.knn_k}) must be < model.top_m ({self.top_m}): "
                              f"each instance links to k others among the top_m kept")
         return self
+
+# Settings that only some feature modes read; the others record them as unused (model_record
+# "unused_settings") rather than ignore them silently. Suite defaults set depth/pretrained for
+# every row, so failing validation on them would break mixed suites.
+MODE_SETTINGS = {
+    "e2e": ("depth", "pretrained", "roi_size", "roi_layer"),
+    "cache": ("feat_dim", "instance_source", "cache_train", "cache_test"),
+    "online": ("feat_dim", "detector_weights", "detector_min_size", "detector_max_size",
+               "detector_seed"),
+}
+
+
+def unused_settings(cfg: GMMLICConfig) -> dict:
+    """{key: value} of the mode-specific settings that ``cfg.features`` does not read."""
+    used = set(MODE_SETTINGS[cfg.features])
+    keys = sorted({k for ks in MODE_SETTINGS.values() for k in ks} - used)
+    return {k: getattr(cfg, k) for k in keys}

@@ -12,6 +12,9 @@ from typing import Optional
 
 import torch
 
+from gmbench.graph import label_pair_mask
+from gmbench.models.base import float32_matmul
+
 from .layers import FactorMLP, GMMLICHead
 
 
@@ -40,7 +43,7 @@ def dense_scores(head: GMMLICHead, feats: torch.Tensor, boxes: torch.Tensor,
     without the instance graph), word [C, D_w] → matching logits [B, M, C] (padded slots
     hold garbage; the caller masks them before the max)."""
     C = word.shape[0]
-    pairs = ~torch.eye(C, dtype=torch.bool, device=word.device)          # label graph
+    pairs = label_pair_mask(C, word.device)                              # label graph
     vo = head.enc_o(f=feats)                                             # [B, M, d]
     vl = head.enc_l(w=word)[None]                                        # [1, C, d]
     eo = el = em = None
@@ -84,5 +87,6 @@ def dense_scores(head: GMMLICHead, feats: torch.Tensor, boxes: torch.Tensor,
             em = blk.update(blk.phi_me, em, e=em, r=r)
     if head.match:
         return head.dec(e=em).squeeze(-1)                                # [B, M, C]
-    # w/o ILM edges: fixed pairing score, scaled dot product of the final node states.
-    return torch.matmul(vo, vl.transpose(-1, -2)) / math.sqrt(head.out_dim)
+    # w/o ILM edges: fixed pairing score, scaled dot product of the final node states
+    # (in float32 under autocast: these are the scores the metric layer ranks).
+    return float32_matmul(vo, vl.transpose(-1, -2)) / math.sqrt(head.out_dim)

@@ -12,6 +12,7 @@ import torch
 
 from gmbench.graph import keys as K
 from gmbench.graph.dgl_util import require_dgl
+from gmbench.models.base import at_least_f32, no_autocast
 
 from .layers import FactorMLP, GMMLICHead
 
@@ -101,13 +102,17 @@ def dgl_scores(head: GMMLICHead, g, feats: torch.Tensor, boxes: torch.Tensor,
                 _edge_update(g, K.CO, blk, blk.phi_le, _pair(g, K.CO, blk.rho_le, "src", "dst", vl, vl))
             if blk.rho_me is not None:
                 _edge_update(g, K.MATCH, blk, blk.phi_me, _pair(g, K.MATCH, blk.rho_me, "o", "l", vo, vl))
-        if head.match:
+        if head.match:  # the decoder's last Linear is float32 (Float32Linear)
             g.apply_edges(lambda edges: {K.T_LOGIT: head.dec(e=edges.data[K.F_STATE])},
                           etype=K.MATCH)
-        else:  # w/o ILM edges: scaled dot product of the final node states
-            g.nodes[K.INST].data[K.F_STATE] = vo / math.sqrt(head.out_dim)
-            g.nodes[K.LABEL].data[K.F_STATE] = vl
-            g.apply_edges(fn.u_dot_v(K.F_STATE, K.F_STATE, K.T_LOGIT), etype=K.MATCH)
-        g.update_all(fn.copy_e(K.T_LOGIT, K.T_LOGIT), fn.max(K.T_LOGIT, K.T_POOL), etype=K.MATCH)
+        # The readout stays float32: under CUDA autocast DGL casts its message-passing inputs
+        # to the autocast dtype, and bfloat16 logits tie (docs/reproduction.md).
+        with no_autocast(vo):
+            if not head.match:  # w/o ILM edges: scaled dot product of the final node states
+                g.nodes[K.INST].data[K.F_STATE] = at_least_f32(vo) / math.sqrt(head.out_dim)
+                g.nodes[K.LABEL].data[K.F_STATE] = at_least_f32(vl)
+                g.apply_edges(fn.u_dot_v(K.F_STATE, K.F_STATE, K.T_LOGIT), etype=K.MATCH)
+            g.update_all(fn.copy_e(K.T_LOGIT, K.T_LOGIT), fn.max(K.T_LOGIT, K.T_POOL),
+                         etype=K.MATCH)
         return (g.edges[K.MATCH].data[K.T_LOGIT].squeeze(-1),
                 g.nodes[K.LABEL].data[K.T_POOL].squeeze(-1))

@@ -16,24 +16,27 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from gmbench.models.base import Float32Linear
+
 
 class FactorMLP(nn.Module):
     """MLP over the concatenation of named parts.
 
     Linear(sum of parts → hidden) → [ReLU → Linear(hidden → hidden)] × (layers-2)
     → ReLU → Linear(hidden → out) → LayerNorm(out) (if ``norm``).
-    Only the first part's projection has a bias.
+    Only the first part's projection has a bias. ``fp32_out``: the last Linear computes in
+    float32 also under autocast (the decoder, whose output the metric layer ranks).
     """
 
     def __init__(self, parts: Dict[str, int], hidden: int, out: int, layers: int = 2,
-                 norm: bool = True):
+                 norm: bool = True, fp32_out: bool = False):
         super().__init__()
         self.first = nn.ModuleDict({name: nn.Linear(d, hidden, bias=(i == 0))
                                     for i, (name, d) in enumerate(parts.items())})
         tail: List[nn.Module] = []
         for _ in range(layers - 2):
             tail += [nn.ReLU(), nn.Linear(hidden, hidden)]
-        tail += [nn.ReLU(), nn.Linear(hidden, out)]
+        tail += [nn.ReLU(), (Float32Linear if fp32_out else nn.Linear)(hidden, out)]
         if norm:
             tail.append(nn.LayerNorm(out))
         self.tail = nn.Sequential(*tail)
@@ -120,7 +123,8 @@ class GMMLICHead(nn.Module):
             for i, (di, do) in enumerate(zip(ins, dims)))
         self.out_dim = dims[-1]
         # Decoder: matching-edge state → one logit (sigmoid gives S_jc).
-        self.dec: Optional[FactorMLP] = (FactorMLP({"e": dims[-1]}, dims[-1], 1, mlp_layers, norm=False)
+        self.dec: Optional[FactorMLP] = (FactorMLP({"e": dims[-1]}, dims[-1], 1, mlp_layers,
+                                                   norm=False, fp32_out=True)
                                          if self.match else None)
 
     def flags(self) -> str:

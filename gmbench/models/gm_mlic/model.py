@@ -8,19 +8,14 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from gmbench.graph import build_dgl_graph, dgl_runs_on, knn_neighbours, prepare_instances
+from gmbench.graph import build_dgl_graph, dgl_runs_on, keys as K, knn_neighbours, prepare_instances
 from gmbench.graph.dgl_util import WORKING_STACKS
-from gmbench.models.base import MLICModel
+from gmbench.models.base import MLICModel, at_least_f32, no_autocast
 
-from .config import GMMLICConfig
+from .config import GMMLICConfig, unused_settings
 from .dense import dense_scores
 from .layers import GMMLICHead
 from .loss import weighted_bce_from_logits
-
-
-def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
-    """Upcast half/bfloat16 (autocast) to float32; leave float32/float64 alone."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def select_backend(requested: str, device: torch.device) -> Tuple[str, str]:
@@ -43,7 +38,11 @@ class GMMLIC(MLICModel):
     def __init__(self, cfg: GMMLICConfig, word_embeddings: np.ndarray, label_ratios: np.ndarray):
         super().__init__()
         self.cfg = cfg
+        # cache: features come from the instance cache the runner opens; the image is not read.
         self.needs_instance_features = cfg.features == "cache"
+        self.needs_images = cfg.features != "cache"
+        self.needs_boxes = cfg.features != "online"   # online: the detector makes the boxes
+        object.__setattr__(self, "_extractor", None)
         word = torch.as_tensor(np.asarray(word_embeddings), dtype=torch.float32)
         ratios = torch.as_tensor(np.asarray(label_ratios), dtype=torch.float32)
         if word.dim() != 2 or ratios.shape != (word.shape[0],):
@@ -54,7 +53,9 @@ class GMMLIC(MLICModel):
         # its bias scale, and every label starts as nearly the same state (docs/reproduction.md).
         self.register_buffer("word", F.layer_norm(word, (word.shape[1],)), persistent=False)
         self.register_buffer("ratios", ratios, persistent=False)
-        self.record: Dict[str, object] = {"features": cfg.features, "backend_requested": cfg.backend}
+        self.record: Dict[str, object] = {"features": cfg.features, "backend_requested": cfg.backend,
+                                          "loss_reduction": cfg.loss_reduction,
+                                          "unused_settings": unused_settings(cfg)}
         if cfg.features == "e2e":
             from gmbench.models.backbone import build_resnet
             self.backbone, feat_dim, rec = build_resnet(cfg.depth, cfg.pretrained)
@@ -73,29 +74,20 @@ class GMMLIC(MLICModel):
                 raise ImportError(f"model.backend=dgl but DGL is unusable ({why}). "
                                   f"Working versions: {WORKING_STACKS}.")
 
-    # -- features -----------------------------------------------------------------
-    def instance_sources(self, root, data_cfg):
-        """(train, test) instance caches for the runner in cache mode; (None, None) in e2e."""
-        if self.cfg.features != "cache":
-            return None, None
-        from pathlib import Path
-
-        from gmbench.instances import default_cache_dir, open_cache
-        base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else Path(root) / ".gmbench"
-        out = []
-        for split, given in ((data_cfg.train_split, self.cfg.cache_train),
-                             (data_cfg.test_split, self.cfg.cache_test)):
-            path = Path(given) if given else default_cache_dir(base, split, self.cfg.instance_source,
-                                                               self.cfg.top_m)
-            if not (path / "manifest.json").is_file():
-                raise FileNotFoundError(
-                    f"gm_mlic (model.features=cache) needs the instance cache {path} for split "
-                    f"{split!r}; run `python -m gmbench extract --split {split} --source "
-                    f"{self.cfg.instance_source} --top-m {self.cfg.top_m}`, set "
-                    f"model.cache_train/model.cache_test, or use model.features=e2e")
-            out.append(open_cache(path))
-        self.record["instance_caches"] = [str(c.root) for c in out]
-        return tuple(out)
+    # -- features ---------------------------------------------------------------
+    def attach_instance_extractor(self, extractor) -> None:
+        """Online mode: ``extractor(images [B, 3, H, W]) -> (boxes [B, M, 4] normalised,
+        mask bool [B, M], feats [B, M, D])``, a frozen detector built by the runner
+        (``gmbench.instances.online``). Kept out of the module tree: not trained, not in
+        the state_dict, not moved by ``.to()`` (it follows the images' device)."""
+        if self.cfg.features != "online":
+            raise ValueError("attach_instance_extractor is for model.features=online")
+        dim = int(getattr(extractor, "feat_dim", self.feat_dim))
+        if dim != self.feat_dim:
+            raise ValueError(f"the online detector gives {dim}-d features but model.feat_dim is "
+                             f"{self.feat_dim}; set model.feat_dim={dim}")
+        object.__setattr__(self, "_extractor", extractor)
+        self.record["instance_extractor"] = getattr(extractor, "settings", repr(extractor))
 
     def roi_features(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """image [B, 3, H, W], boxes [B, M, 4] normalised → [B, M, C_trunk].
@@ -118,6 +110,15 @@ class GMMLIC(MLICModel):
         return r.mean((2, 3)).view(B, M, -1)
 
     def _inputs(self, batch: Dict[str, torch.Tensor]):
+        if self.cfg.features == "online":
+            if self._extractor is None:
+                raise RuntimeError("gm_mlic with model.features=online has no detector attached; "
+                                   "the runner attaches it (gmbench.instances.online)")
+            with torch.no_grad():
+                boxes, box_mask, feats = self._extractor(batch["image"])
+            boxes, mask, feats = prepare_instances(boxes, box_mask, self.cfg.top_m, feats)
+            feats = F.layer_norm(feats.to(batch["image"].dtype), (feats.shape[-1],))
+            return feats, boxes.to(feats.dtype), mask
         for key in ("boxes", "box_mask"):
             if key not in batch:
                 raise KeyError(f"gm_mlic needs batch[{key!r}] (instance boxes); the data "
@@ -163,21 +164,20 @@ class GMMLIC(MLICModel):
                                 self.cfg.use_matching_edges)
             edge_logit, pooled = dgl_scores(self.head, g, feats[mask], boxes[mask], word)
             logits = pooled.view(B, C)
-            pos = g.edges["match"].data["pos"]
+            pos = g.edges[K.MATCH].data[K.F_POS]
             dense = edge_logit.new_full((B * M * C,), float("-inf")).index_copy(0, pos, edge_logit)
             slot_logits = dense.view(B, M, C)
         else:
             slot_logits = dense_scores(self.head, feats, boxes, mask, nbr, nbr_mask, word)
             slot_logits = slot_logits.masked_fill(~mask[:, :, None], float("-inf"))
             logits = slot_logits.amax(1)   # padded slots are -inf and never win
-        return {"logits": logits, "probs": torch.sigmoid(_at_least_f32(logits)),
-                "scores": torch.sigmoid(_at_least_f32(slot_logits))}
+        with no_autocast(logits):
+            return {"logits": logits, "probs": torch.sigmoid(at_least_f32(logits)),
+                    "scores": torch.sigmoid(at_least_f32(slot_logits))}
 
     def loss(self, out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return weighted_bce_from_logits(out["logits"], batch["target"], self.ratios, self.cfg.beta)
-
-    def probs(self, out: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.sigmoid(_at_least_f32(out["logits"]))
+        return weighted_bce_from_logits(out["logits"], batch["target"], self.ratios, self.cfg.beta,
+                                        self.cfg.loss_reduction)
 
     def describe(self) -> Dict[str, object]:
         d = dict(self.record)
