@@ -25,7 +25,9 @@ from typing import Any, Dict, List, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import config as C
+from .detector.suite import ensure_instances
 from .figures import FigureSpec
+from .protocol import describe_protocol
 from .utils.io import append_jsonl, read_jsonl
 
 
@@ -246,6 +248,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
             f"{cfg.train.batch_size} × {dist.world_size()} processes = "
             f"{cfg.train.batch_size * dist.world_size()}; fix one of them")
     model = METHODS.get(cfg.model.name).fn(cfg.model, info)
+    ensure_instances(cfg, root, log)  # a row's detector: trained + extracted once, then cached
     tr, te = build_datasets(cfg, model, train, test, root)
     suite_dir = out_dir / suite.name
     result = engine.fit(model, tr, te, cfg, device, suite_dir / "checkpoints" / run.slug,
@@ -269,6 +272,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         "global_batch_size": cfg.train.batch_size * dist.world_size(),
         "environment": environment(device), "config": resolved, "config_hash": config_hash(resolved),
         "table": suite.table.model_dump(), "row_order": [r.label for r in suite.rows],
+        "protocol": describe_protocol(cfg, model),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if dist.is_main():

@@ -9,9 +9,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import core, data, extract  # noqa: F401  (sub-command modules, in help order)
+from . import core, data, detector, extract  # noqa: F401  (sub-command modules, in help order)
 
-COMMANDS = (core, data, extract)
+COMMANDS = (core, data, extract, detector)
 EXIT_CONFIG = 2
 
 
