@@ -131,3 +131,34 @@ def describe_protocol(cfg, model=None) -> Dict[str, Any]:
                 "extra_supervision": f"box annotations of {d.name}/{d.train_split} (as instances)"}
     return {"test_annotations_used": False, "instance_source": "none", "detector": None,
             "extra_supervision": None}
+
+
+def spread_note(records, metric: str = "mAP") -> str:
+    """Which row differences in ``metric`` exceed their spread (markdown lines).
+
+    A difference between two rows' means counts as exceeding the spread when it is larger
+    than the sum of the two sample standard deviations over seeds (ddof 1, as the tables);
+    rows with fewer than 2 finished seeds are left out.  A coarse, assumption-free
+    rule, not a significance test: with 3 seeds a t-test has little power anyway.
+    """
+    import numpy as np
+    vals: Dict[str, list] = {}
+    for r in records:
+        if r.get("status") == "finished" and metric in r.get("metrics", {}):
+            vals.setdefault(r["row"], []).append(100 * float(r["metrics"][metric]))
+    stats = {k: (float(np.mean(v)), float(np.std(v, ddof=1)), len(v))
+             for k, v in vals.items() if len(v) >= 2}
+    rows = sorted(stats, key=lambda k: -stats[k][0])
+    out, within = [], []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            (ma, sa, _), (mb, sb, _) = stats[a], stats[b]
+            line = f"{a} − {b}: {ma - mb:+.1f} (spread {sa + sb:.1f})"
+            (out if ma - mb > sa + sb else within).append(line)
+    if not rows:
+        return ""
+    n = sorted({s[2] for s in stats.values()})
+    head = (f"{metric}: differences larger than the sum of the two rows' std over "
+            f"{'/'.join(map(str, n))} seeds:")
+    return "\n".join([head] + [f"- {x}" for x in out or ["none"]]
+                     + ["Within the spread:"] + [f"- {x}" for x in within or ["none"]])
