@@ -35,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--shard-size", type=int, default=512, help="images per shard file set")
     p.add_argument("--min-size", type=int, default=None,
-                   help="resize: shorter side (default: detector, the size its weights file was trained at, else 800; boxes 448)")
+                   help="resize: shorter side (default: detector, the size a gmbench weights "
+                        "file was trained at, else 800; boxes 448)")
     p.add_argument("--max-size", type=int, default=None, help="resize: longer side cap (1333)")
     p.add_argument("--seed", type=int, default=0, help="init seed for --weights none; boxes jitter")
     g = p.add_argument_group("detector source")
