@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Literal, Optional, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .detector.config import DetectorTrainConfig
 from .registry import DATASETS, METHODS, UnknownNameError
 
 
@@ -84,6 +85,9 @@ class RunConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    # A detector the runner trains on data.train_split's boxes; its instances feed the
+    # model (gmbench/detector/suite.py). None: instances, if any, come from elsewhere.
+    detector: Optional[DetectorTrainConfig] = None
 
 
 def config_root() -> Path:
@@ -266,6 +270,12 @@ def validate(raw: Dict[str, Any]) -> RunConfig:
     except ValidationError as e:
         raise ConfigError(_explain(e, RunConfig, "")) from None
     cfg.data, cfg.model = blocks["data"], blocks["model"]
+    if cfg.detector is not None:
+        from .detector.config import check_run
+        try:
+            check_run(cfg)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return cfg
 
 

@@ -29,11 +29,13 @@ from typing import Any, Dict, List, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import config as C
+from .detector.suite import ensure_instances
 from .figures import FigureSpec
 from .utils import signals
 from .records import (config_changes, config_hash, finished_records,  # noqa: F401
                       replace_stale, run_id, stale_records)
 from .utils.io import append_jsonl, atomic_write_json, safe_name
+from .protocol import describe_protocol
 
 
 class TableSpec(BaseModel):
@@ -266,6 +268,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
             f"{cfg.train.batch_size} × {dist.world_size()} processes = "
             f"{cfg.train.batch_size * dist.world_size()}; fix one of them")
     model = METHODS.get(cfg.model.name).fn(cfg.model, info)
+    ensure_instances(cfg, root, log)  # a row's detector: trained + extracted once, then cached
     tr, te = build_datasets(cfg, model, train, test, root)
     suite_dir = out_dir / suite.name
     resolved = C.to_dict(cfg)
@@ -305,6 +308,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         "global_batch_size": cfg.train.batch_size * dist.world_size(),
         "environment": environment(device), "config": resolved, "config_hash": config_hash(resolved),
         "table": suite.table.model_dump(), "row_order": [r.label for r in suite.rows],
+        "protocol": describe_protocol(cfg, model),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if dist.is_main():

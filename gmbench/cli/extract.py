@@ -35,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--shard-size", type=int, default=512, help="images per shard file set")
     p.add_argument("--min-size", type=int, default=None,
-                   help="resize: shorter side (default 800 detector, 448 boxes)")
+                   help="resize: shorter side (default: detector, the size a gmbench weights "
+                        "file was trained at, else 800; boxes 448)")
     p.add_argument("--max-size", type=int, default=None, help="resize: longer side cap (1333)")
     p.add_argument("--seed", type=int, default=0, help="init seed for --weights none; boxes jitter")
     g = p.add_argument_group("detector source")
@@ -71,7 +72,7 @@ def build_source(args, labels, top_m: int, device):
     if args.source == "detector":
         from gmbench.instances.extract import DetectorConfig, DetectorSource
         cfg = DetectorConfig(weights=args.weights or "coco", seed=args.seed,
-                             min_size=args.min_size or 800, max_size=args.max_size or 1333,
+                             min_size=args.min_size, max_size=args.max_size,
                              score_thresh=args.score_thresh,
                              rpn_post_nms_top_n=args.rpn_post_nms_top_n,
                              rpn_pre_nms_top_n=max(1000, args.rpn_post_nms_top_n),

@@ -1,4 +1,8 @@
-"""The ``detector`` instance source: torchvision Faster R-CNN (ResNet-50-FPN), frozen.
+"""The ``detector`` instance source: torchvision Faster R-CNN (ResNet-FPN), frozen.
+
+Weights: torchvision's COCO_V1 ResNet-50-FPN, seeded random, or a file (a
+torchvision state dict, or one written by ``gmbench detector train``, whose
+header names its architecture; see ``gmbench.detector.model``).
 
 Per image it keeps the top-m detections by score, each with its box, class,
 score and the 1024-d box-head feature (TwoMLPHead output) *of the proposal the
@@ -17,12 +21,12 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, field_validator
-from torchvision.models.detection import FasterRCNN, FasterRCNN_ResNet50_FPN_Weights
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import batched_nms, boxes as box_ops
 
-from ..models.backbone import load_state_dict_file
+from ..detector.model import (TORCHVISION_R50, arch_name, build_faster_rcnn, class_names_of,
+                              load_into, read_detector_file)
 from .cache import file_sha256
 
 _COCO_ENUM = "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"
@@ -34,8 +38,10 @@ class DetectorConfig(BaseModel):
 
     weights: str = "coco"            # coco | none (seeded random) | /path/to/state_dict.pth
     seed: int = 0                    # init seed for weights=none
-    min_size: int = 800              # torchvision's resize: shorter side ...
-    max_size: int = 1333             # ... capped so the longer side stays <= max_size
+    # torchvision's resize: shorter side, capped so the longer side stays <= max_size;
+    # None = the size the weights were trained at (a gmbench detector file), else 800 / 1333
+    min_size: Optional[int] = None
+    max_size: Optional[int] = None
     score_thresh: float = 0.0        # 0 → every candidate counts, so m exist when proposals do
     nms_thresh: float = 0.5
     rpn_pre_nms_top_n: int = 1000
@@ -46,57 +52,61 @@ class DetectorConfig(BaseModel):
 
     @field_validator("min_size", "max_size", "rpn_pre_nms_top_n", "rpn_post_nms_top_n")
     @classmethod
-    def _positive(cls, v: int, info) -> int:
-        if v < 1:
+    def _positive(cls, v: Optional[int], info) -> Optional[int]:
+        if v is not None and v < 1:
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
 
 
 def _weights_state(weights: str):
-    """(state dict or None, identity string) for ``--weights``."""
+    """(state dict or None, metadata, identity string) for ``--weights``."""
     if weights == "none":
-        return None, "random-init"
+        return None, {"arch": dict(TORCHVISION_R50)}, "random-init"
     if weights == "coco":
         enum = FasterRCNN_ResNet50_FPN_Weights.COCO_V1
         try:
-            return enum.get_state_dict(progress=False), f"torchvision:{_COCO_ENUM}"
+            state = enum.get_state_dict(progress=False)
         except Exception as e:  # no internet and nothing in the hub cache
             raise RuntimeError(
                 f"could not obtain torchvision weights {_COCO_ENUM} ({e}). Put the file "
                 f"{Path(enum.url).name} into {torch.hub.get_dir()}/checkpoints, pass "
                 f"--weights /path/to/that.pth, or --weights none (random, for tests)") from None
+        return state, {"arch": dict(TORCHVISION_R50)}, f"torchvision:{_COCO_ENUM}"
     path = Path(weights).expanduser().resolve()
-    state = load_state_dict_file(str(path))
-    return state, f"file:{path.name}#sha256:{file_sha256(path)[:16]}"
+    state, meta = read_detector_file(path)
+    # the full digest: the cache identity must change with any change of the weights
+    return state, meta, f"file:{path.name}#sha256:{file_sha256(path)}"
 
 
 def build_detector(cfg: DetectorConfig, top_m: int):
-    """Frozen Faster R-CNN in eval mode. Returns (model, weights identity, class names or None)."""
-    state, ident = _weights_state(cfg.weights)
-    num_classes = 91
-    if state is not None and "roi_heads.box_predictor.cls_score.weight" in state:
-        num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0])
+    """Frozen Faster R-CNN in eval mode.
+
+    Returns (model, weights identity, class names or None, metadata with 'arch' and, for
+    a gmbench detector file, 'trained_on').
+    """
+    state, meta, ident = _weights_state(cfg.weights)
+    arch = meta["arch"]
+    num_classes = int(meta.get("num_classes", 91))
     if state is None:
         torch.manual_seed(cfg.seed)  # every rank builds the same random detector
         ident = f"random-init:seed={cfg.seed}"
     # FrozenBatchNorm2d always (as torchvision does for trained weights), so a
     # checkpoint's BN buffers load strictly and random init behaves the same.
-    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=0)
-    model = FasterRCNN(backbone, num_classes=num_classes, min_size=cfg.min_size,
-                       max_size=cfg.max_size, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n,
-                       rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
-                       box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
-                       box_detections_per_img=top_m)
+    model = build_faster_rcnn(arch, num_classes, min_size=cfg.min_size or arch["min_size"],
+                              max_size=cfg.max_size or arch["max_size"],
+                              rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n,
+                              rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
+                              box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
+                              box_detections_per_img=top_m)
     if state is not None:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"weights {cfg.weights} do not fit fasterrcnn_resnet50_fpn: missing "
-                             f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+        load_into(model, state, cfg.weights, arch)
     model.eval().requires_grad_(False)
-    names = None
-    if num_classes == 91:
+    names = class_names_of(meta)
+    if names is None and num_classes == 91:
         names = list(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
-    return model, ident, names
+    elif names is not None:
+        names = ["__background__"] + names  # detector label k = dataset class k - 1
+    return model, ident, names, meta
 
 
 def postprocess_with_index(roi_heads, class_logits: torch.Tensor, box_regression: torch.Tensor,
@@ -165,7 +175,8 @@ class DetectorSource:
         if top_m < 1:
             raise ValueError(f"--top-m must be >= 1, got {top_m}")
         self.cfg, self.top_m, self.device = cfg, top_m, torch.device(device)
-        self.model, self.weights_id, self.class_names = build_detector(cfg, top_m)
+        self.model, self.weights_id, self.class_names, self.meta = build_detector(cfg, top_m)
+        self.arch = self.meta["arch"]
         self.model.to(self.device)
         self.feat_dim = int(self.model.roi_heads.box_head.fc7.out_features)
         self.times: Dict[str, float] = {"transform": 0.0, "detector": 0.0}
@@ -173,7 +184,11 @@ class DetectorSource:
     @property
     def settings(self) -> dict:
         s = self.cfg.model_dump()
-        s.update(weights=self.weights_id, arch="fasterrcnn_resnet50_fpn", source=self.kind)
+        s.update(weights=self.weights_id, arch=arch_name(self.arch), source=self.kind,
+                 min_size=self.model.transform.min_size[0], max_size=self.model.transform.max_size)
+        t = self.meta.get("trained_on")
+        if t:  # provenance for the run records' protocol block (gmbench/protocol.py)
+            s["trained_on"] = {k: t[k] for k in ("dataset", "split", "n_images") if k in t}
         return s
 
     def _sync(self) -> float:
