@@ -9,7 +9,8 @@ Output, next to the tables: ``<file>`` as PNG (300 dpi) plus the same figure as 
 (the spec's ``title`` without its "Figure N:" prefix, plus seeds and epoch selection). The
 image itself has no title: the caption belongs in the paper. One panel per dataset, each
 with its own y range, so a 1–2 point trend is not flattened by another dataset's level;
-mean ± std as error bars and a shaded band. 3.3 in wide, no text under 7 pt. matplotlib is
+mean ± std as error bars and a shaded band. 3.25 in wide (one column of a CVPR or
+IJCAI page) and included at that size, so no text is under 7 pt. matplotlib is
 imported only when a figure is drawn, with the Agg backend (no display needed); the files
 carry no dates, so redrawing the same records gives the same bytes.
 """
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .utils.io import atomic_write_bytes, atomic_write_text
 
-WIDTH_IN = 3.3
+WIDTH_IN = 3.25   # one column of CVPR (3.28 in) or IJCAI (3.33 in), included at natural size
 PANEL_HEIGHT_IN = 1.55
 FONT_PT = 7.0
 _RC = {"font.size": FONT_PT, "axes.titlesize": FONT_PT, "axes.labelsize": FONT_PT,
@@ -169,9 +170,10 @@ def plot_sweep(records: List[dict], spec: FigureSpec, path: Path, select: str = 
     finally:
         plt.close(fig)
     label = re.sub(r"[^A-Za-z0-9:_-]", "-", path.stem)
-    tex = ("% needs \\usepackage{graphicx}; the PDF beside this file, 3.3 in wide\n"
+    tex = (f"% needs \\usepackage{{graphicx}}; the PDF beside this file, {WIDTH_IN} in wide: "
+           f"at natural size its text is 7 pt\n"
            "\\begin{figure}[t]\n\\centering\n"
-           f"\\includegraphics[width=\\columnwidth]{{{path.with_suffix('.pdf').name}}}\n"
+           f"\\includegraphics{{{path.with_suffix('.pdf').name}}}\n"
            f"\\caption{{{latex_escape(caption(records, spec, select))}}}\n"
            f"\\label{{fig:{label}}}\n\\end{{figure}}\n")
     out.append(atomic_write_text(path.with_suffix(".tex"), tex))

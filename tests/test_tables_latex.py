@@ -115,10 +115,15 @@ def test_figure_compiles_in_one_column(name, suites, tmp_path):
     for ext in (".pdf", ".svg", ".png"):
         shutil.copy(d / f"{stem}{ext}", tmp_path)
     tex = (d / f"{stem}.tex").read_text()
-    assert "Figure 4" not in tex and "\\includegraphics[width=\\columnwidth]" in tex
-    pdf, errors, over = compile_page(page(tex), tmp_path, f"fig-{name}")
-    assert errors == [] and over == [], (errors, over)
+    assert "Figure 4" not in tex and "\\includegraphics{" in tex
+    for cvpr in (True, False):
+        pdf, errors, over = compile_page(page(tex, cvpr=cvpr), tmp_path, f"fig-{name}")
+        assert errors == [] and over == [], (errors, over)
     _render_png(pdf, f"figure-{name}")
+    # included at natural size: the PDF is one column wide, so its 7 pt text stays 7 pt
+    box = re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)", (d / f"{stem}.pdf").read_bytes())
+    assert float(box.group(1)) == pytest.approx(3.25 * 72)
+    assert (d / f"{stem}.svg").read_bytes().lstrip().startswith(b"<?xml")
 
 
 def test_width_estimate_against_tex(tmp_path):

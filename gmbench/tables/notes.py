@@ -109,8 +109,8 @@ def spread_note(t: Table, brief: bool = False) -> str:
             f"(|Δ mean| > std_a + std_b)")
     if not found:
         return head + ": none; every pair of rows is within its spread."
-    tail = (f" The other {within} pair{'s are' if within != 1 else ' is'} within their spread."
-            if within else " No pair is within its spread.")
+    tail = {0: " No pair is within its spread.", 1: " The other pair is within its spread."
+            }.get(within, f" The other {within} pairs are within their spread.")
     return head + ": " + "; ".join(found) + "." + tail
 
 
