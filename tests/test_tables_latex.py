@@ -160,3 +160,24 @@ def test_layout_choice_by_width_never_below_085(suites):
     t1 = build_table(read_jsonl(suites["voc_table1"] / "runs.jsonl"))
     with pytest.raises(TableError, match="--std row or off"):
         to_latex(t1, std="suffix", delta="suffix")
+
+
+def test_scaling_is_the_last_resort_and_stops_at_085(suites, tmp_path, monkeypatch):
+    """On a page a little narrower than the narrowest layout the table is scaled (and says
+    it needs graphicx); on a much narrower page it is an error, never tiny type."""
+    import gmbench.tables.latex as L
+    t = build_table(read_jsonl(suites["coco_table2"] / "runs.jsonl"))
+    ranked = rank_marks(t.cols, t.rows)
+    narrowest = min(natural_width(_blocks(t, lay, ranked), lay)
+                    for lay in L._candidates(t, "auto", "auto") if lay.env == "table*")
+    monkeypatch.setattr(L, "COLUMN_PT", 100.0)
+    monkeypatch.setattr(L, "TEXT_PT", 0.97 * narrowest)
+    lay, _ = choose_layout(t, ranked)
+    assert lay.scale == pytest.approx(0.97, abs=1e-6) and lay.env == "table*"
+    tex = to_latex(t)
+    assert "graphicx" in tex.splitlines()[0] and "\\resizebox{\\linewidth}{!}{%" in tex
+    _, errors, over = compile_page(page(tex), tmp_path, "scaled")
+    assert errors == [] and over == []
+    monkeypatch.setattr(L, "TEXT_PT", 0.8 * narrowest)
+    with pytest.raises(TableError, match="below 0.85"):
+        to_latex(t)
