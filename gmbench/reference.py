@@ -10,6 +10,7 @@ the paper's "-"; :meth:`PublishedTable.value` returns fractions (as run records 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -38,6 +39,7 @@ class PublishedTable(BaseModel):
     headers: Dict[str, str] = {}      # column key → the paper's header, where they differ
     groups: Dict[str, List[str]] = {}  # grouped header (e.g. All / Top-3) → its columns
     rows: List[PublishedRow]
+    paper: str = ""                   # filled from the file's `paper` by load_table
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -55,6 +57,21 @@ class PublishedTable(BaseModel):
         if extra:
             raise ValueError(f"headers/groups name columns that are not in `columns`: {extra}")
         return self
+
+    @property
+    def caption(self) -> str:
+        """The paper's caption without its "Table N:" prefix (a paper numbers its own)."""
+        return re.sub(r"^\s*(Table|Figure)\s+\d+[a-z]?\s*[:.]\s*", "", self.title).strip()
+
+    @property
+    def short_source(self) -> str:
+        """Where the numbers come from, as a reader names it: 'GM-MLIC, Table 2'."""
+        m = re.match(r"\s*(Table\s+\d+[a-z]?)", self.title) or re.search(
+            r"table\s*(\d+[a-z]?)\s*$", self.source, re.I)
+        which = (m.group(1) if m.group(1).startswith("Table") else f"Table {m.group(1)}") if m \
+            else ""
+        paper = self.paper.split(":", 1)[0].strip()
+        return ", ".join(x for x in (paper, which) if x) or self.source
 
     def row(self, name: str) -> PublishedRow:
         for r in self.rows:
@@ -108,7 +125,7 @@ def load_table(ref: str) -> PublishedTable:
     if key not in doc.tables:
         raise C.ConfigError(f"table.reference {ref!r}: {path} has no table {key!r}; "
                             f"tables: {', '.join(doc.tables)}")
-    return doc.tables[key]
+    return doc.tables[key].model_copy(update={"paper": doc.paper})
 
 
 def check_suite(suite) -> None:

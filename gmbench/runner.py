@@ -24,7 +24,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,6 +45,9 @@ class TableSpec(BaseModel):
     reference: Optional[str] = None  # published numbers (results/reference/*.yaml), issue 9
     group_header: Optional[Dict[str, List[str]]] = None
     figure: Optional[FigureSpec] = None  # a sweep plot next to the tables (gmbench/figures.py)
+    # The epoch each run contributes: final (default) or best (= selection on the test split,
+    # flagged in the table notes); `gmbench table --select` overrides it.
+    select: Literal["final", "best"] = "final"
 
 
 class RowSpec(BaseModel):

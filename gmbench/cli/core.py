@@ -31,6 +31,17 @@ def add_parser(sub) -> None:
     t = sub.add_parser("table", help="re-render the tables of OUT/SUITE from runs.jsonl alone")
     t.add_argument("suite_dir", help="e.g. results/demo")
     t.add_argument("--format", default="csv,md", help="any of csv,md,tex")
+    t.add_argument("--select", choices=["final", "best"], default=None,
+                   help="epoch each run contributes: final (default, or the suite's "
+                        "table.select) or best (the best test epoch: selection on the test split)")
+    t.add_argument("--std", choices=["auto", "suffix", "row", "off"], default="auto",
+                   help="std in LaTeX: after the mean, on its own line, or not at all (auto: "
+                        "whatever fits the page); Markdown: off or in the cell")
+    t.add_argument("--delta", choices=["auto", "suffix", "row", "off"], default="auto",
+                   help="difference to the published value, placed like --std")
+    t.add_argument("--marks", choices=["separate", "joint", "off"], default="separate",
+                   help="best/second marks ranked among published and reproduced rows "
+                        "separately (the paper keeps its own marks), jointly, or none")
     t.set_defaults(func=cmd_table)
 
 
@@ -124,6 +135,13 @@ def cmd_table(args) -> int:
         print(f"error: {d / 'runs.jsonl'} not found; give the suite directory, e.g. results/demo",
               file=sys.stderr)
         return 2
-    for p in write_tables(d, _formats(args.format)):
+    from ..tables import TableError
+    try:
+        written = write_tables(d, _formats(args.format), select=args.select, std=args.std,
+                               delta=args.delta, marks=args.marks)
+    except TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in written:
         print(f"wrote {p}")
     return 0
