@@ -38,6 +38,8 @@ class MLICModel(nn.Module):
     """
     needs_boxes: bool = False
     needs_instance_features: bool = False
+    # registered name (gmbench.recipes.losses) of what ``loss`` computes; ``loss.name: default`` runs it
+    default_loss: str = "bce"
 
     def loss(self, out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         return masked_bce_with_logits(out["logits"].float(), batch["target"])

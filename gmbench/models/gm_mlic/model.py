@@ -27,6 +27,7 @@ class GMMLIC(MLICModel):
     """out = model(batch): {"logits": [B, C] max-pooled matching logit, "probs": [B, C],
     "scores": S [B, M', C] in [0, 1] (0 at padded slots), M' <= top_m}."""
     needs_boxes = True
+    default_loss = "weighted_bce"
 
     def __init__(self, cfg: GMMLICConfig, word_embeddings: np.ndarray, label_ratios: np.ndarray):
         super().__init__()
