@@ -67,8 +67,8 @@ class DataConfig(BaseModel):
     train_split: str = "train"
     test_split: str = "test"
     image_size: int = 448
-    train_transform: Literal["mlgcn", "ssgrl", "plain"] = "mlgcn"
-    test_transform: Literal["mlgcn", "ssgrl", "plain"] = "mlgcn"
+    train_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
+    test_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
     # How VOC-style "difficult only" (-1) labels enter the training loss.
     difficult: Literal["positive", "negative", "ignore"] = "ignore"
     skip_bad_images: bool = False

@@ -42,8 +42,8 @@ class SyntheticConfig(DataConfig):
     train_split: str = "train"
     test_split: str = "test"
     image_size: int = 64
-    train_transform: Literal["mlgcn", "ssgrl", "plain"] = "plain"
-    test_transform: Literal["mlgcn", "ssgrl", "plain"] = "plain"
+    train_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "plain"
+    test_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "plain"
     num_classes: int = 10
     n_train: int = 600
     n_test: int = 300
