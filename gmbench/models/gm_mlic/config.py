@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from gmbench.models.backbone import BackboneName
 
 
 class GMMLICConfig(BaseModel):
@@ -20,6 +22,7 @@ class GMMLICConfig(BaseModel):
     cache_train: Optional[str] = None
     cache_test: Optional[str] = None
     depth: Literal[18, 34, 50, 101, 152] = 101   # ResNet depth of the e2e trunk
+    backbone: BackboneName = None   # e2e trunk: timm/<name> instead of the ResNet (roi_layer layer4)
     pretrained: str = "none"        # e2e trunk weights: imagenet | none | /path.pth
     roi_size: int = 7               # RoIAlign output (roi_size²), then average-pooled
     roi_layer: Literal["layer4", "layer3"] = "layer4"  # layer3 = RoIAlign on C4, layer4 per RoI
@@ -36,6 +39,13 @@ class GMMLICConfig(BaseModel):
     use_label_graph: bool = True     # False = "w/o Gl"
     use_matching_edges: bool = True  # False = "w/o ILM edges" (dot-product readout)
     beta: float = 0.4               # Eq. 15 class-imbalance weight (0 on VOC)
+
+    @model_validator(mode="after")
+    def _timm_roi(self):
+        if self.backbone and self.roi_layer != "layer4":
+            raise ValueError("roi_layer=layer3 splits a ResNet's stages; a timm backbone "
+                             "(model.backbone) needs roi_layer=layer4")
+        return self
 
     @field_validator("dims")
     @classmethod

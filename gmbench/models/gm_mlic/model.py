@@ -45,8 +45,8 @@ class GMMLIC(MLICModel):
         self.register_buffer("ratios", ratios, persistent=False)
         self.record: Dict[str, object] = {"features": cfg.features, "backend_requested": cfg.backend}
         if cfg.features == "e2e":
-            from gmbench.models.backbone import build_resnet
-            self.backbone, feat_dim, rec = build_resnet(cfg.depth, cfg.pretrained)
+            from gmbench.models.backbone import build_backbone
+            self.backbone, feat_dim, rec = build_backbone(cfg)
             self.record.update(rec)
         else:
             self.backbone, feat_dim = None, cfg.feat_dim
