@@ -124,3 +124,32 @@ def test_onecycle_and_ema_resume_bit_exactly_mid_epoch(tmp_path):
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN AP  # noqa
     assert same(res["metrics"], ref["metrics"]) and same(res["raw_metrics"], ref["raw_metrics"])
     assert [h["loss"] for h in res["history"]] == [h["loss"] for h in ref["history"]]
+
+
+def _plain_fit(tmp_path, ck, **over):
+    sets = C.parse_set(tiny_sets(**{"train.epochs": 1, "train.deterministic": True,
+                                    "optim.scheduler": "none", **over}))
+    cfg = C.validate(C.compose("resnet", "synthetic", sets))
+    labels = {s: read_labels("synthetic", tmp_path / "data", s, **cfg.data.model_dump(
+        exclude={"name", "root"})) for s in ("train", "test")}
+    torch.manual_seed(0)
+    model = CrashingNet(5)
+    tf = build_transform("plain", 32, False)
+    res = engine.fit(model, ImageDataset(labels["train"], tf), ImageDataset(labels["test"], tf), cfg,
+                     torch.device("cpu"), ck, method="t", log=lambda *_: None)
+    return model, res
+
+
+@pytest.mark.parametrize("option", [
+    "train.channels_last",
+    pytest.param("train.compile", marks=pytest.mark.slow)])  # inductor compiles C++: ~1 min
+def test_channels_last_and_compile_train_the_same_model(tmp_path, option):
+    if option == "train.compile" and not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is missing")
+    a, ra = _plain_fit(tmp_path, tmp_path / "a")
+    b, rb = _plain_fit(tmp_path, tmp_path / "b", **{option: True})
+    if option == "train.channels_last":
+        assert b.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-5), k
+    assert ra["metrics"]["mAP"] == pytest.approx(rb["metrics"]["mAP"], abs=1e-6)
