@@ -314,6 +314,8 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
     }
     if dist.is_main():
         append_jsonl(suite_dir / "runs.jsonl", record)
+        from .checkpoint import finish
+        finish(ckpt_dir, cfg.train.keep_final_weights, log=log)
     dist.barrier()
     return record
 
