@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -20,7 +20,7 @@ from . import checkpoint, recipes
 from .config import EvalConfig, OptimConfig, RunConfig
 from .data.dataset import collate
 from .models.base import MLICModel
-from .utils import dist, signals
+from .utils import dist, signals, tracking
 from .utils.signals import Interrupted  # noqa: F401  (re-exported: the engine raises it)
 
 
@@ -213,7 +213,8 @@ def _unwrap(model):
 
 
 def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.device,
-        ckpt_dir: Path, method: str = "", log: Callable[[str], None] = print) -> Dict[str, Any]:
+        ckpt_dir: Path, method: str = "", log: Callable[[str], None] = print,
+        tb_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Train for ``cfg.train.epochs`` epochs, resuming from ``ckpt_dir`` if it holds a checkpoint.
 
     Returns dict(metrics, best_epoch, best_mAP, best_metrics, history, bad_steps,
@@ -266,6 +267,8 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
         resumed_from = {"epoch": state.epoch, "step": state.step, "eval_pending": state.eval_pending}
         log(f"[{method}] {_resume_message(state, cfg.train.epochs)}")
     evaluated = ema.module if ema is not None else runner  # the weights whose metrics are reported
+    writer = tracking.open_writer(cfg.train.tensorboard and dist.is_main(),
+                                  Path(tb_dir) if tb_dir else ckpt_dir / "tb")
 
     def save_ckpt():
         if dist.is_main():
@@ -321,6 +324,7 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
                 extra["raw_metrics"] = {k: v for k, v in raw.items() if k != "AP"}
             state.history.append(row)
             extra["last_metrics"] = metrics
+            tracking.log_epoch(writer, state.epoch, row, metrics, raw)
             if metrics["mAP"] > state.best:
                 state.best = metrics["mAP"]
                 extra["best_metrics"] = dict(metrics, epoch=state.epoch)
@@ -332,6 +336,8 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
                 log(f"[{method}] epoch {state.epoch}/{cfg.train.epochs} loss {loss:.4f} "
                     f"mAP {100 * metrics['mAP']:.1f} ({row['train_s']:.1f}s train, "
                     f"{row['eval_s']:.1f}s eval)")
+    if writer is not None:
+        writer.close()
     if extra["last_metrics"] is None:  # epochs == 0: evaluate the initial model
         extra["last_metrics"] = evaluate(evaluated, test_loader, device, cfg)
     best = dict(extra["best_metrics"] or {})

@@ -280,7 +280,8 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         atomic_write_json(ckpt_dir / "run.json", {"run_id": rid, "suite": suite.name,
                                                   "row": run.row.label, "seed": run.seed,
                                                   "config": resolved})
-    result = engine.fit(model, tr, te, cfg, device, ckpt_dir, method=run.row.label, log=log)
+    result = engine.fit(model, tr, te, cfg, device, ckpt_dir, method=run.row.label, log=log,
+                        tb_dir=suite_dir / "tb" / rid)
     metrics = dict(result.pop("metrics"))
     ap = metrics.pop("AP")
     for k in ("n_evaluated", "n_skipped"):

@@ -102,10 +102,13 @@ def runtime_error_code(e: BaseException):
     from ..utils.io import RecordsError
     from ..utils.lock import FolderLocked
     from ..utils.signals import Interrupted
+    from ..utils.tracking import MissingTensorBoard
     if isinstance(e, Interrupted):
         return 128 + e.signum
     if isinstance(e, ConfigError):
         return None
+    if isinstance(e, MissingTensorBoard):
+        return 2
     if isinstance(e, (TrainingDiverged, CacheError, BadImageError, CheckpointError, RecordsError,
                       FolderLocked, OSError)):
         return 1
