@@ -84,6 +84,10 @@ def cmd_run(args) -> int:
         for f in fmts:
             print(f"wrote {suite_dir / f'table.{f}'}")
         print((suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else "")
+        from ..compare import against_snapshot
+        diff = against_snapshot(suite.name, suite_dir)
+        if diff:
+            print(diff)
     return 0
 
 
