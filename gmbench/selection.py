@@ -88,10 +88,10 @@ def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
 
 
 def differing_settings(runs) -> List[Dict[str, Any]]:
-    """For each planned run, {dotted key: value} of every setting whose value is not the same
-    in all runs (a key some runs lack counts as differing; ``<unset>`` where absent)."""
+    """For each planned run, {dotted key: value} of its settings whose value is not the same
+    in every run that has the key (keys of one method's own model block that no other run
+    has are left out: the method already says they differ)."""
     flat = [_flatten(C.to_dict(r.cfg)) for r in runs]
     keys = sorted(set().union(*flat)) if flat else []
-    missing = "<unset>"
-    diff = [k for k in keys if len({repr(f.get(k, missing)) for f in flat}) > 1]
-    return [{k: f.get(k, missing) for k in diff} for f in flat]
+    diff = [k for k in keys if len({repr(f[k]) for f in flat if k in f}) > 1]
+    return [{k: f[k] for k in diff if k in f} for f in flat]
