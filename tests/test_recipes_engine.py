@@ -153,3 +153,34 @@ def test_channels_last_and_compile_train_the_same_model(tmp_path, option):
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(x, y, atol=1e-5), k
     assert ra["metrics"]["mAP"] == pytest.approx(rb["metrics"]["mAP"], abs=1e-6)
+
+
+def test_sigkill_mid_epoch_with_onecycle_and_ema_resumes_bit_exactly(tmp_path):
+    """The CLI kill-and-resume of tests/test_resilience.py under ASL + AdamW + OneCycle + EMA."""
+    import signal
+    import subprocess
+
+    from test_resilience import ENV, REPO, cli, launch_and_signal, suite_file
+    from gmbench.utils.io import read_jsonl
+    recipe = {"loss.name": "asl", "optim.name": "adamw", "optim.lr": 0.001,
+              "optim.scheduler": "onecycle", "train.ema": 0.9}
+    suite = suite_file(tmp_path)
+    ref_out, out = tmp_path / "ref", tmp_path / "killed"
+    res = subprocess.run(cli(suite, ref_out, **recipe), cwd=REPO, env=ENV, capture_output=True,
+                         text=True, timeout=400)
+    assert res.returncode == 0, res.stderr[-2000:]
+    proc = launch_and_signal(cli(suite, out, **recipe), out / "r" / "checkpoints",
+                             "ckpt-e0001-s0000002.pt.sha256")
+    assert proc.returncode == -signal.SIGKILL
+    res = subprocess.run(cli(suite, out, **recipe), cwd=REPO, env=ENV, capture_output=True,
+                         text=True, timeout=400)
+    assert res.returncode == 0 and "resuming epoch 2/2 at step 2" in res.stdout, res.stderr[-2000:]
+    (ref,), (rec,) = read_jsonl(ref_out / "r" / "runs.jsonl"), read_jsonl(out / "r" / "runs.jsonl")
+    assert rec["train"]["recipe"]["loss"] == "asl" and rec["train"]["recipe"]["evaluated"] == "ema"
+    a = torch.load(list_checkpoints(ref_out / "r" / "checkpoints" / ref["run_id"])[-1], weights_only=True)
+    b = torch.load(list_checkpoints(out / "r" / "checkpoints" / rec["run_id"])[-1], weights_only=True)
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert json.dumps(rec["metrics"]) == json.dumps(ref["metrics"])
+    assert json.dumps(rec["train"]["raw_metrics"]) == json.dumps(ref["train"]["raw_metrics"])
