@@ -17,7 +17,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import build_resnet
+from gmbench.models.backbone import BackboneName, build_backbone
 from gmbench.models.base import Float32Linear, MLICModel
 from gmbench.registry import register_method
 
@@ -28,6 +28,7 @@ class ExampleMeanPoolConfig(BaseModel):
 
     name: Literal["example_mean_pool"] = "example_mean_pool"
     depth: Literal[18, 34, 50, 101, 152] = 18
+    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
     pretrained: str = "none"
     prior_bias: bool = True
 
@@ -37,7 +38,7 @@ class ExampleMeanPool(MLICModel):
 
     def __init__(self, cfg: ExampleMeanPoolConfig, info: DataInfo):
         super().__init__()
-        self.backbone, width, record = build_resnet(cfg.depth, cfg.pretrained)
+        self.backbone, width, record = build_backbone(cfg)
         self.fc = Float32Linear(width, info.num_classes)  # float32 logits under autocast
         if cfg.prior_bias:
             # Clip so that classes absent from (or present in every) training image stay finite.

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import build_resnet
+from gmbench.models.backbone import BackboneName, build_backbone
 from gmbench.models.base import MLICModel, float32_matmul
 from gmbench.registry import register_method
 
@@ -30,6 +30,7 @@ class MLGCNConfig(BaseModel):
 
     name: Literal["ml_gcn"] = "ml_gcn"
     depth: Literal[18, 34, 50, 101, 152] = 101
+    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
     pretrained: str = "none"
     # GMP is part of the method (authors' README); "avg" gives the GAP ablation.
     pool: Literal["max", "avg"] = "max"
@@ -108,7 +109,7 @@ class MLGCN(MLICModel):
     def __init__(self, cfg: MLGCNConfig, info: DataInfo):
         super().__init__()
         check_side_info(info, "ml_gcn")
-        self.backbone, width, record = build_resnet(cfg.depth, cfg.pretrained)
+        self.backbone, width, record = build_backbone(cfg)
         self.pool = cfg.pool
         emb = np.asarray(info.word_embeddings, dtype=np.float32)
         adj = mlgcn_adjacency(info.cooccurrence, info.class_counts, cfg.tau, cfg.p, cfg.adj_variant)

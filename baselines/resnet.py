@@ -10,7 +10,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import build_resnet
+from gmbench.models.backbone import BackboneName, build_backbone
 from gmbench.models.base import Float32Linear, MLICModel
 from gmbench.registry import register_method
 
@@ -19,6 +19,7 @@ class ResNetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Literal["resnet"] = "resnet"
     depth: Literal[18, 34, 50, 101, 152] = 101
+    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
     pool: Literal["max", "avg"] = "max"
     pretrained: str = "none"   # "imagenet", "none" or a path to a .pth state dict
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -27,7 +28,7 @@ class ResNetConfig(BaseModel):
 class ResNetClassifier(MLICModel):
     def __init__(self, cfg: ResNetConfig, num_classes: int):
         super().__init__()
-        self.backbone, width, self.record = build_resnet(cfg.depth, cfg.pretrained)
+        self.backbone, width, self.record = build_backbone(cfg)
         self.record["pool"] = cfg.pool
         self.pool = nn.AdaptiveMaxPool2d(1) if cfg.pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(cfg.dropout)

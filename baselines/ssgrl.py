@@ -17,10 +17,10 @@ from typing import Dict, Literal, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import build_resnet
+from gmbench.models.backbone import BackboneName, build_backbone
 from gmbench.models.base import MLICModel, at_least_f32, no_autocast
 from gmbench.registry import register_method
 
@@ -33,6 +33,7 @@ class SSGRLConfig(BaseModel):
 
     name: Literal["ssgrl"] = "ssgrl"
     depth: Literal[18, 34, 50, 101, 152] = 101
+    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
     pretrained: str = "none"
     attention_dim: int = Field(1024, ge=1)
     # None → the trunk's width.
@@ -40,6 +41,13 @@ class SSGRLConfig(BaseModel):
     time_steps: int = Field(3, ge=0)
     # below_layer4: the reference code trains only layer4 of the trunk (frozen BN too).
     freeze_backbone: Literal["none", "below_layer4"] = "none"
+
+    @model_validator(mode="after")
+    def _timm_freeze(self):
+        if self.backbone and self.freeze_backbone != "none":
+            raise ValueError("freeze_backbone=below_layer4 names ResNet stages; with a timm "
+                             "backbone (model.backbone) set model.freeze_backbone=none")
+        return self
 
 
 class SemanticDecoupling(nn.Module):
@@ -97,11 +105,12 @@ class SSGRL(MLICModel):
     def __init__(self, cfg: SSGRLConfig, info: DataInfo):
         super().__init__()
         check_side_info(info, "ssgrl")
-        self.backbone, width, record = build_resnet(cfg.depth, cfg.pretrained)
+        self.backbone, width, record = build_backbone(cfg)
         # Stages before layer4 (index 7 of the trunk) when frozen.
         self.n_frozen = 7 if cfg.freeze_backbone == "below_layer4" else 0
-        for prm in self.backbone[:self.n_frozen].parameters():
-            prm.requires_grad_(False)
+        if self.n_frozen:
+            for prm in self.backbone[:self.n_frozen].parameters():
+                prm.requires_grad_(False)
         emb = np.asarray(info.word_embeddings, dtype=np.float32)
         self.register_buffer("embeddings", torch.from_numpy(emb))
         self.decouple = SemanticDecoupling(width, emb.shape[1], cfg.attention_dim)
@@ -119,14 +128,18 @@ class SSGRL(MLICModel):
 
     def train(self, mode: bool = True) -> "SSGRL":
         super().train(mode)
-        self.backbone[:self.n_frozen].eval()  # frozen stages keep their BN statistics
+        if self.n_frozen:
+            self.backbone[:self.n_frozen].eval()  # frozen stages keep their BN statistics
         return self
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         x = batch["image"]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.n_frozen):
-            x = self.backbone[:self.n_frozen](x)  # no activations kept for frozen stages
-        fmap = self.backbone[self.n_frozen:](x)
+        if not self.n_frozen:
+            fmap = self.backbone(x)
+        else:
+            with torch.no_grad():
+                x = self.backbone[:self.n_frozen](x)  # no activations kept for frozen stages
+            fmap = self.backbone[self.n_frozen:](x)
         h0, attn = self.decouple(fmap, self.embeddings)
         out = torch.tanh(self.fuse(torch.cat([self.graph(h0), h0], dim=-1)))  # [B, C, O]
         # Per-class linear layer in float32 (bfloat16 logits tie; docs/reproduction.md).

@@ -130,3 +130,23 @@ def load_latest(ckpt_dir: Path, map_location="cpu",
             f"no intact checkpoint in {ckpt_dir}:\n  " + "\n  ".join(problems)
             + f"\nDelete {ckpt_dir} to train this run from the start.")
     return None
+
+
+
+def finish(ckpt_dir: Path, keep_final_weights: bool, log=print) -> Optional[Path]:
+    """After a run's record is written: delete its checkpoints and best.pt (a finished run
+    is never resumed; the demo's left 214 MB each). With ``keep_final_weights`` the newest
+    checkpoint (final model, EMA and optimizer state, verified) stays. run.json stays.
+    Returns the kept checkpoint or None."""
+    ckpts = list_checkpoints(Path(ckpt_dir))
+    keep = ckpts[-1] if keep_final_weights and ckpts else None
+    freed = 0
+    for p in [c for c in ckpts if c != keep] + [Path(ckpt_dir) / "best.pt"]:
+        for f in (p, _sidecar(p)):
+            if f.exists():
+                freed += f.stat().st_size
+                f.unlink()
+    if freed:
+        log(f"   removed {freed / 1e6:.1f} MB of checkpoints; "
+            + (f"final weights kept in {keep}" if keep else "train.keep_final_weights: true keeps the final ones"))
+    return keep

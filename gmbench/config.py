@@ -29,16 +29,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _registered(kind: str, name: str, extra=()) -> str:
+    """``name`` if the recipes registry ``kind`` has it (or it is in ``extra``), else a clear error."""
+    from . import recipes
+    from .registry import suggest
+    reg = {"loss": recipes.LOSSES, "optimizer": recipes.OPTIMIZERS, "scheduler": recipes.SCHEDULES}[kind]
+    valid = list(extra) + reg.names()
+    if name not in valid:
+        raise ValueError(f"unknown {kind} {name!r}.{suggest(name, valid)} Valid: {', '.join(valid)}")
+    return name
+
+
+class LossConfig(_Strict):
+    """``loss:`` — ``default`` is the method's own loss (its ``default_loss``, bce for most)."""
+    name: str = "default"           # default | bce | asl | focal | weighted_bce (gmbench.recipes.losses)
+    gamma_neg: float = Field(4.0, ge=0)    # asl γ−
+    gamma_pos: float = Field(0.0, ge=0)    # asl γ+
+    clip: float = Field(0.05, ge=0, lt=1)  # asl probability margin on negatives
+    gamma: float = Field(2.0, ge=0)        # focal γ
+    alpha: Optional[float] = Field(None, ge=0, le=1)  # focal positive weight (None: unweighted)
+    beta: Optional[float] = Field(None, ge=0)  # weighted_bce β (None: the method's model.beta or 0.4)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _registered("loss", v, extra=("default",))
+
+
 class OptimConfig(_Strict):
-    name: Literal["sgd", "adam"] = "sgd"
+    name: str = "sgd"               # sgd | adam | adamw (gmbench.recipes.optimizers)
     lr: float = Field(0.01, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     betas: List[float] = [0.9, 0.999]
     backbone_lr_mult: float = Field(1.0, ge=0.0)
-    scheduler: Literal["step", "none"] = "step"
+    scheduler: str = "step"         # none | step | multistep | cosine | onecycle (recipes.schedules)
     step_size: int = Field(30, ge=1)
     gamma: float = Field(0.1, gt=0.0)
+    milestones: List[int] = []      # multistep: epochs at which lr ×= gamma
+    warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up; onecycle: its rising part
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine: final lr / base lr
+    no_decay_norm_bias: bool = False  # no weight decay on biases and norm scales (ndim ≤ 1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _registered("optimizer", v)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str) -> str:
+        return _registered("scheduler", v)
 
     @field_validator("betas")
     @classmethod
@@ -64,6 +105,11 @@ class TrainConfig(_Strict):
     # torch intra-op threads (None = torch's default). On a shared CPU box 1 is often
     # fastest: OpenMP threads spin-wait for a descheduled sibling.
     num_threads: Optional[int] = Field(None, ge=1)
+    ema: Optional[float] = Field(None, ge=0, lt=1)  # weight EMA decay (e.g. 0.9997); None = off
+    channels_last: bool = False     # model and images in channels-last memory format
+    compile: bool = False           # torch.compile the model for training and evaluation
+    keep_final_weights: bool = False  # a finished run keeps final.pt (else checkpoints are deleted)
+    tensorboard: bool = False       # TensorBoard scalars (loss, lr, metrics) under OUT/SUITE/tb/
 
 
 class EvalConfig(_Strict):
@@ -83,6 +129,7 @@ class RunConfig(_Strict):
     data: Any
     model: Any
     optim: OptimConfig = OptimConfig()
+    loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     # A detector the runner trains on data.train_split's boxes; its instances feed the

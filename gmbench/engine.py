@@ -10,17 +10,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, recipes
 from .config import EvalConfig, OptimConfig, RunConfig
 from .data.dataset import collate
 from .models.base import MLICModel
-from .utils import dist, signals
+from .utils import dist, signals, tracking
 from .utils.signals import Interrupted  # noqa: F401  (re-exported: the engine raises it)
 
 
@@ -62,19 +62,13 @@ class ResumableSampler(DistributedSampler):
 
 
 def build_optimizer(model: MLICModel, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = model.param_groups(cfg.lr, cfg.backbone_lr_mult)
-    for g in groups:
-        g["initial_lr"] = g["lr"]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return recipes.build_optimizer(model, cfg)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig):
-    """Stepped once per epoch."""
-    if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int = 1,
+                    epochs: int = 1):
+    """Stepped once per training iteration (see gmbench.recipes.schedules)."""
+    return recipes.build_scheduler(opt, cfg, steps_per_epoch, epochs)
 
 
 def to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
@@ -118,9 +112,15 @@ class TrainState:
 
 
 def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, state: TrainState,
-                    on_step: Callable[[bool], None], method: str = "") -> float:
+                    on_step: Callable[[bool], None], method: str = "", loss_fn=None,
+                    scheduler=None, ema=None) -> float:
     """One pass over ``loader`` (which may start mid-epoch). Returns the epoch's mean loss,
-    over all its batches (the sums before a resume come from the checkpoint)."""
+    over all its batches (the sums before a resume come from the checkpoint).
+
+    ``loss_fn(out, batch)`` defaults to the method's own loss; ``scheduler`` is stepped after
+    every batch (skipped ones too); ``ema`` is updated after every optimizer step."""
+    core = _unwrap(model)
+    loss_fn = loss_fn or core.loss
     model.train()
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not dist.is_main(), dynamic_ncols=True, initial=state.step,
@@ -129,11 +129,16 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, st
         state.epoch_skipped += batch.get("n_skipped", 0)
         if batch.get("empty"):
             state.step += 1
+            state.global_step += 1
+            if scheduler is not None:
+                scheduler.step()
             continue
         batch = to_device(batch, device)
+        if cfg.train.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg):
             out = model(batch)
-            loss = (model.module if hasattr(model, "module") else model).loss(out, batch)
+        loss = loss_fn(out, batch)
         good = False
         if not dist.all_true(bool(torch.isfinite(loss.detach()).item())):
             state.bad_steps += 1
@@ -153,12 +158,16 @@ def train_one_epoch(model, loader, optimizer, scaler, device, cfg: RunConfig, st
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update(core)
             state.loss_sum += float(loss.detach())
             state.loss_count += 1
             bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}")
             good = True
         state.step += 1
         state.global_step += 1
+        if scheduler is not None:
+            scheduler.step()
         on_step(good)
     return state.loss_sum / max(state.loss_count, 1)
 
@@ -201,11 +210,15 @@ def evaluate(model, loader, device, cfg: RunConfig) -> Dict[str, Any]:
 
 
 def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
+    """The plain module under DDP (``.module``) or torch.compile (``._orig_mod``)."""
+    for attr in ("_orig_mod", "module"):
+        model = getattr(model, attr, model)
+    return model
 
 
 def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.device,
-        ckpt_dir: Path, method: str = "", log: Callable[[str], None] = print) -> Dict[str, Any]:
+        ckpt_dir: Path, method: str = "", log: Callable[[str], None] = print,
+        tb_dir: Optional[Path] = None) -> Dict[str, Any]:
     """Train for ``cfg.train.epochs`` epochs, resuming from ``ckpt_dir`` if it holds a checkpoint.
 
     Returns dict(metrics, best_epoch, best_mAP, best_metrics, history, bad_steps,
@@ -215,19 +228,30 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
     """
     ckpt_dir = Path(ckpt_dir)
     model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
     core = model
     if dist.is_dist():
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=getattr(core, "ddp_find_unused", False))
+    bs = cfg.train.batch_size
+    train_loader = make_loader(train_set, bs, True, cfg.seed, cfg.data.num_workers, device)
+    test_loader = make_loader(test_set, cfg.eval.batch_size or bs, False, cfg.seed,
+                              cfg.data.num_workers, device)
+    steps_per_epoch = math.ceil(train_loader.sampler.num_samples / bs)
     optimizer = build_optimizer(core, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, cfg.train.epochs)
+    loss_fn = recipes.build_loss(cfg.loss, core)
+    ema = recipes.ModelEma(core, cfg.train.ema) if cfg.train.ema is not None else None
+    # compiled forward for training and evaluation; state dicts stay those of ``core``
+    runner = torch.compile(model) if cfg.train.compile else model
     use_scaler = device.type == "cuda" and cfg.train.amp and cfg.train.amp_dtype == "float16"
     # torch.amp.GradScaler appeared in torch 2.3; torch.cuda.amp's is deprecated from then on
     scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
               else torch.cuda.amp.GradScaler(enabled=use_scaler))
     state = TrainState()
-    extra: Dict[str, Any] = {"last_metrics": None, "best_metrics": None}
+    extra: Dict[str, Any] = {"last_metrics": None, "best_metrics": None, "raw_metrics": None}
     ck = checkpoint.load_latest(ckpt_dir, log=log)
     resumed_from = None
     if ck is not None:
@@ -235,23 +259,27 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
+        if ema is not None:
+            if ck.get("ema") is None:
+                raise checkpoint.CheckpointError(
+                    f"{ckpt_dir}: the checkpoint has no EMA state but train.ema={cfg.train.ema}")
+            ema.load_state_dict_ema(ck["ema"])
         known = TrainState.__dataclass_fields__
         state = TrainState(**{k: v for k, v in ck["state"].items() if k in known})
-        extra = ck["extra"]
+        extra = {"raw_metrics": None, **ck["extra"]}
         checkpoint.set_rng_state(ck["rng"])
         resumed_from = {"epoch": state.epoch, "step": state.step, "eval_pending": state.eval_pending}
         log(f"[{method}] {_resume_message(state, cfg.train.epochs)}")
-
-    bs = cfg.train.batch_size
-    train_loader = make_loader(train_set, bs, True, cfg.seed, cfg.data.num_workers, device)
-    test_loader = make_loader(test_set, cfg.eval.batch_size or bs, False, cfg.seed,
-                              cfg.data.num_workers, device)
+    evaluated = ema.module if ema is not None else runner  # the weights whose metrics are reported
+    writer = tracking.open_writer(cfg.train.tensorboard and dist.is_main(),
+                                  Path(tb_dir) if tb_dir else ckpt_dir / "tb")
 
     def save_ckpt():
         if dist.is_main():
             checkpoint.save(ckpt_dir, {
                 "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "ema": ema.state_dict_ema() if ema is not None else None,
                 "state": state.__dict__, "extra": extra, "rng": checkpoint.rng_state(),
                 "epoch": state.epoch, "step": state.step}, cfg.train.keep_last)
         dist.barrier()
@@ -273,14 +301,14 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
             if not state.eval_pending:
                 train_loader.sampler.set_epoch(state.epoch)
                 train_loader.sampler.set_start(state.step * bs)
-                train_one_epoch(model, train_loader, optimizer, scaler, device, cfg, state,
-                                on_step, method)
-                scheduler.step()
+                train_one_epoch(runner, train_loader, optimizer, scaler, device, cfg, state,
+                                on_step, method, loss_fn=loss_fn, scheduler=scheduler, ema=ema)
                 state.skipped_train = dist.sum_int(state.epoch_skipped)
                 state.eval_pending = True
             t1 = time.perf_counter()
             try:
-                metrics = evaluate(model, test_loader, device, cfg)
+                metrics = evaluate(evaluated, test_loader, device, cfg)
+                raw = evaluate(runner, test_loader, device, cfg) if ema is not None else None
             except Interrupted as e:
                 save_ckpt()  # the trained epoch is kept; a rerun only evaluates it
                 raise Interrupted(e.signum, "evaluation",
@@ -293,28 +321,39 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
             state.step, state.loss_sum, state.loss_count, state.epoch_skipped = 0, 0.0, 0, 0
             state.eval_pending = False
             row = {"epoch": state.epoch, "loss": loss, "mAP": metrics["mAP"],
+                   "lr": optimizer.param_groups[-1]["lr"],
                    "train_s": round(t1 - t0, 3), "eval_s": round(t2 - t1, 3)}
+            if raw is not None:
+                row["raw_mAP"] = raw["mAP"]
+                extra["raw_metrics"] = {k: v for k, v in raw.items() if k != "AP"}
             state.history.append(row)
             extra["last_metrics"] = metrics
+            tracking.log_epoch(writer, state.epoch, row, metrics, raw)
             if metrics["mAP"] > state.best:
                 state.best = metrics["mAP"]
                 extra["best_metrics"] = dict(metrics, epoch=state.epoch)
                 if dist.is_main():
-                    checkpoint.save_verified({"model": core.state_dict(), "epoch": state.epoch,
+                    checkpoint.save_verified({"model": _unwrap(evaluated).state_dict(), "epoch": state.epoch,
                                               "mAP": state.best}, ckpt_dir / "best.pt")
             save_ckpt()
             if dist.is_main():
                 log(f"[{method}] epoch {state.epoch}/{cfg.train.epochs} loss {loss:.4f} "
                     f"mAP {100 * metrics['mAP']:.1f} ({row['train_s']:.1f}s train, "
                     f"{row['eval_s']:.1f}s eval)")
+    if writer is not None:
+        writer.close()
     if extra["last_metrics"] is None:  # epochs == 0: evaluate the initial model
-        extra["last_metrics"] = evaluate(model, test_loader, device, cfg)
+        extra["last_metrics"] = evaluate(evaluated, test_loader, device, cfg)
     best = dict(extra["best_metrics"] or {})
     last = extra["last_metrics"]
     return {"metrics": last, "best_epoch": best.pop("epoch", None), "best_mAP": best.get("mAP"),
             "best_metrics": best or None, "history": state.history, "bad_steps": state.bad_steps,
             "skipped_images": {"train": state.skipped_train, "test": last.get("n_skipped", 0)},
             "n_evaluated": last.get("n_evaluated"), "resumed_from": resumed_from,
+            "recipe": {"loss": recipes.resolve_loss_name(cfg.loss, core), "optimizer": cfg.optim.name,
+                       "scheduler": cfg.optim.scheduler, "ema": cfg.train.ema,
+                       "evaluated": "ema" if ema is not None else "raw"},
+            "raw_metrics": extra.get("raw_metrics"),
             "train_time_s": round(times["train"], 3), "eval_time_s": round(times["eval"], 3)}
 
 

@@ -105,8 +105,10 @@ def _label_key(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", label.casefold())
 
 
-def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = None) -> List[PlannedRun]:
-    """Resolve and validate every run of the suite before any work starts."""
+def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = None,
+         row_overrides: Optional[Dict[str, Dict[str, Any]]] = None) -> List[PlannedRun]:
+    """Resolve and validate every run of the suite before any work starts.
+    ``row_overrides``: {row label: overrides} applied after ``overrides`` (gmbench.selection)."""
     from .reference import check_suite
     check_suite(suite)
     runs, labels = [], set()
@@ -125,7 +127,8 @@ def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = No
         seen[_label_key(row.label)] = row.label
         for seed in row.seeds or suite.seeds:
             raw = C.compose(row.method, row.dataset, suite.defaults,
-                            C.dotted_to_nested(row.set), {"seed": seed}, cli)
+                            C.dotted_to_nested(row.set), {"seed": seed}, cli,
+                            (row_overrides or {}).get(row.label, {}))
             try:
                 cfg = C.validate(raw)
             except C.ConfigError as e:
@@ -135,12 +138,15 @@ def plan(suite: SuiteSpec, overrides: Dict[str, Any], device: Optional[str] = No
 
 
 def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> str:
-    """Human-readable plan for --dry-run: rows, seeds, and the files each dataset needs."""
+    """Human-readable plan for --dry-run: rows, seeds, every setting that differs between
+    the runs, and the files each dataset needs."""
     from .data import get_spec
+    from .selection import differing_settings
+    diffs = differing_settings(runs)
     lines = [f"suite {suite.name}: {len(suite.rows)} rows, {len(runs)} runs → {out_dir / suite.name}"]
     done = finished_records(out_dir / suite.name / "runs.jsonl")
     seen, missing = set(), 0
-    for r in runs:
+    for r, diff in zip(runs, diffs):
         d = r.cfg.data
         status = "done" if r.run_id in done else (
             "CHANGED" if any(x["row"] == r.row.label and x["seed"] == r.seed for x in done.values())
@@ -149,6 +155,8 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
                      f"(model {r.cfg.model.name}), dataset={r.row.dataset} ({d.name}), "
                      f"epochs={r.cfg.train.epochs}, batch={r.cfg.train.batch_size}, "
                      f"image_size={d.image_size}")
+        if diff:
+            lines.append("      differs: " + ", ".join(f"{k}={v}" for k, v in diff.items()))
         if (d.name, d.root) not in seen:
             seen.add((d.name, d.root))
             spec = get_spec(d.name)
@@ -281,7 +289,8 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         atomic_write_json(ckpt_dir / "run.json", {"run_id": rid, "suite": suite.name,
                                                   "row": run.row.label, "seed": run.seed,
                                                   "config": resolved})
-    result = engine.fit(model, tr, te, cfg, device, ckpt_dir, method=run.row.label, log=log)
+    result = engine.fit(model, tr, te, cfg, device, ckpt_dir, method=run.row.label, log=log,
+                        tb_dir=suite_dir / "tb" / rid)
     metrics = dict(result.pop("metrics"))
     ap = metrics.pop("AP")
     for k in ("n_evaluated", "n_skipped"):
@@ -316,6 +325,8 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
     }
     if dist.is_main():
         append_jsonl(suite_dir / "runs.jsonl", record)
+        from .checkpoint import finish
+        finish(ckpt_dir, cfg.train.keep_final_weights, log=log)
     dist.barrier()
     return record
 

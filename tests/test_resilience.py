@@ -36,6 +36,7 @@ def suite_file(tmp_path):
 def cli(suite, out, **extra):
     sets = tiny_sets(**{"data.n_train": 40, "train.epochs": 2, "train.ckpt_every_steps": 1,
                         "train.keep_last": 100, "train.deterministic": True,
+                        "train.keep_final_weights": True,
                         "data.train_transform": "plain", "data.test_transform": "plain", **extra})
     return [sys.executable, "-m", "gmbench", "run", "--suite", suite, "--out", str(out)] + \
         [x for s in sets for x in ("--set", s)]

@@ -93,7 +93,8 @@ def test_sigkill_leaves_nothing_half_written(tmp_path):
     suite = write_suite(tmp_path, rows=1)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "gmbench", "run", "--suite", suite, "--out", str(out)] + sets(
-        **{"train.epochs": 2, "train.ckpt_every_steps": 1, "data.n_train": 32})
+        **{"train.epochs": 2, "train.ckpt_every_steps": 1, "data.n_train": 32,
+           "train.keep_final_weights": True})
     env = subprocess_env()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckdir = out / "tiny" / "checkpoints"
@@ -117,4 +118,12 @@ def test_sigkill_leaves_nothing_half_written(tmp_path):
     recs = read_jsonl(out / "tiny" / "runs.jsonl")
     assert [r["row"] for r in recs] == ["ResNet GMP"]
     assert recs[0]["train"]["resumed_from"]
-    assert list_checkpoints(ckdir / recs[0]["run_id"])
+    assert [p.name for p in list_checkpoints(ckdir / recs[0]["run_id"])] == ["ckpt-e0002-s0000000.pt"]
+
+
+def test_a_finished_run_deletes_its_checkpoints(finished):
+    _, out = finished
+    recs = read_jsonl(out / "tiny" / "runs.jsonl")
+    for rec in recs:
+        left = sorted(p.name for p in (out / "tiny" / "checkpoints" / rec["run_id"]).iterdir())
+        assert left == ["run.json"], left

@@ -36,7 +36,10 @@ def suite_file(tmp_path, rows=None, name="t"):
 
 
 def args(suite, out, **extra):
-    sets = tiny_sets(**{"data.train_transform": "plain", "data.test_transform": "plain", **extra})
+    # keep_final_weights: these tests drop a finished run's record to simulate a kill between
+    # its last checkpoint and its record, so that checkpoint must outlive the run
+    sets = tiny_sets(**{"data.train_transform": "plain", "data.test_transform": "plain",
+                        "train.keep_final_weights": True, **extra})
     return ["run", "--suite", suite, "--out", str(out)] + [x for s in sets for x in ("--set", s)]
 
 

@@ -9,10 +9,17 @@ from pathlib import Path
 def add_parser(sub) -> None:
     r = sub.add_parser("run", help="run every row of a suite (default: the demo suite)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("--suite", default="demo", help="suite name (configs/suites/NAME.yaml) or a YAML path")
+    r.add_argument("--suite", default="demo",
+                   help="a suite name (configs/suites/NAME.yaml; `gmbench list` shows them) or the "
+                        "path of a suite YAML (format: docs/adding_a_method.md)")
+    r.add_argument("--rows", action="append", default=[], metavar="PATTERN",
+                   help="run and table only the rows whose label or method matches this glob "
+                        "(repeatable), e.g. --rows 'ResNet*' --rows ml_gcn")
     r.add_argument("--out", default="results", help="output directory; results go to OUT/SUITE/")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value for every row, e.g. --set train.epochs=2")
+                   help="override a config value: every row (--set train.epochs=2), rows whose "
+                        "label matches a glob (--set 'ResNet*:model.pool=avg'), or the rows of "
+                        "one method (--set ml_gcn.model.tau=0.3)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     r.add_argument("--dry-run", action="store_true", help="print the resolved plan; touch no data")
     r.add_argument("--format", default="csv,md", help="table formats: any of csv,md,tex")
@@ -55,13 +62,14 @@ def _formats(text: str):
 
 
 def cmd_run(args) -> int:
-    from .. import config as C
     from .. import runner
     from ..utils import dist
     from ..utils.env import resolve_device
     fmts = _formats(args.format)
-    suite = runner.load_suite(args.suite)
-    runs = runner.plan(suite, C.parse_set(args.overrides), device=args.device)
+    from ..selection import select_rows, split_overrides
+    suite = select_rows(runner.load_suite(args.suite), args.rows)
+    common, per_row = split_overrides(args.overrides, suite)
+    runs = runner.plan(suite, common, device=args.device, row_overrides=per_row)
     out = Path(args.out)
     if args.dry_run:
         print(runner.describe_plan(suite, runs, out))
@@ -89,6 +97,10 @@ def cmd_run(args) -> int:
         for f in fmts:
             print(f"wrote {suite_dir / f'table.{f}'}")
         print((suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else "")
+        from ..compare import against_snapshot
+        diff = against_snapshot(suite.name, suite_dir)
+        if diff:
+            print(diff)
     return 0
 
 
@@ -108,10 +120,13 @@ def runtime_error_code(e: BaseException):
     from ..utils.io import RecordsError
     from ..utils.lock import FolderLocked
     from ..utils.signals import Interrupted
+    from ..utils.tracking import MissingTensorBoard
     if isinstance(e, Interrupted):
         return 128 + e.signum
     if isinstance(e, ConfigError):
         return None
+    if isinstance(e, MissingTensorBoard):
+        return 2
     if isinstance(e, (TrainingDiverged, CacheError, BadImageError, CheckpointError, RecordsError,
                       FolderLocked, AnnotationError, OSError)):
         return 1

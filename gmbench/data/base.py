@@ -73,8 +73,8 @@ class DataConfig(BaseModel):
     test_split: str = "test"
     # >= 32: the ResNet trunks downsample by 32, a smaller image has no feature map left.
     image_size: int = Field(448, ge=MIN_IMAGE_SIZE)
-    train_transform: Literal["mlgcn", "ssgrl", "plain"] = "mlgcn"
-    test_transform: Literal["mlgcn", "ssgrl", "plain"] = "mlgcn"
+    train_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
+    test_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
     # How VOC-style "difficult only" (-1) labels enter the training loss.
     difficult: Literal["positive", "negative", "ignore"] = "ignore"
     skip_bad_images: bool = False

@@ -44,8 +44,8 @@ class SyntheticConfig(DataConfig):
     train_split: str = "train"
     test_split: str = "test"
     image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
-    train_transform: Literal["mlgcn", "ssgrl", "plain"] = "plain"
-    test_transform: Literal["mlgcn", "ssgrl", "plain"] = "plain"
+    train_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "plain"
+    test_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "plain"
     num_classes: int = Field(10, ge=1, le=MAX_CLASSES)  # distinct (colour, shape) pairs
     n_train: int = Field(600, ge=1)
     n_test: int = Field(300, ge=1)

@@ -7,11 +7,16 @@ boxes follow every crop, resize and flip.
 * ``ssgrl``  train: resize to 640·s, random crop of side {640, 576, 512, 384, 320}·s,
   resize to 576·s, flip; test: resize 640·s, centre crop 576·s; s = image_size / 576.
 * ``plain``  train: resize to image_size² and flip; test: resize.
+* ``asl``    train: resize to image_size², RandAugment (2 ops, magnitude 9), Cutout
+  (RandomErasing, p 0.5, up to a quarter of the image, grey), as in the ASL recipe; test:
+  resize. With boxes, RandAugment keeps to its photometric ops (torchvision's v2 RandAugment
+  does not move boxes), so boxes stay exact; Cutout never moves them.
 All end with ImageNet normalisation.
 """
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any, Dict, List
 
 import torch
@@ -19,6 +24,9 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+# Cutout (RandomErasing) never moves boxes; torchvision warns about passing them through.
+warnings.filterwarnings("ignore", message=r"RandomErasing\(\) is currently passing through")
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 MLGCN_SCALES = (1.0, 0.875, 0.75, 0.66, 0.5)
@@ -63,6 +71,25 @@ class MultiScaleCrop(v2.Transform):
     transform = _transform
 
 
+_GEOMETRIC = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
+
+
+class BoxSafeRandAugment(v2.RandAugment):
+    """v2.RandAugment; called with (image, boxes) it draws only photometric ops for the image
+    and returns the boxes unchanged (v2.RandAugment refuses BoundingBoxes)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.photometric = v2.RandAugment(**kw)
+        self.photometric._AUGMENTATION_SPACE = {
+            k: v for k, v in v2.RandAugment._AUGMENTATION_SPACE.items() if k not in _GEOMETRIC}
+
+    def forward(self, *inputs):
+        if len(inputs) == 2 and isinstance(inputs[1], tv_tensors.BoundingBoxes):
+            return self.photometric(inputs[0]), inputs[1]
+        return super().forward(*inputs)
+
+
 def build_transform(preset: str, image_size: int, train: bool) -> v2.Compose:
     """A callable ``(image, boxes) -> (image, boxes)``; boxes may be a tv_tensors.BoundingBoxes."""
     s = image_size
@@ -78,9 +105,15 @@ def build_transform(preset: str, image_size: int, train: bool) -> v2.Compose:
                    v2.Resize((s, s), antialias=True), v2.RandomHorizontalFlip()]
         else:
             geo = [v2.Resize((big, big), antialias=True), v2.CenterCrop(s)]
+    elif preset == "asl":
+        geo = [v2.Resize((s, s), antialias=True)]
+        if train:
+            return v2.Compose([v2.ToImage(), *geo, BoxSafeRandAugment(), v2.ToDtype(torch.float32, scale=True),
+                               v2.RandomErasing(p=0.5, scale=(0.02, 0.25), value=0.5),
+                               v2.ClampBoundingBoxes(), v2.Normalize(MEAN, STD)])
     elif preset == "plain":
         geo = [v2.Resize((s, s), antialias=True)] + ([v2.RandomHorizontalFlip()] if train else [])
     else:
-        raise ValueError(f"unknown transform preset {preset!r}; choose mlgcn, ssgrl or plain")
+        raise ValueError(f"unknown transform preset {preset!r}; choose mlgcn, ssgrl, plain or asl")
     return v2.Compose([v2.ToImage(), *geo, v2.ToDtype(torch.float32, scale=True),
                        v2.ClampBoundingBoxes(), v2.Normalize(MEAN, STD)])

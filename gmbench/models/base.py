@@ -74,6 +74,8 @@ class MLICModel(nn.Module):
     needs_boxes: bool = False
     needs_instance_features: bool = False
     needs_images: bool = True       # False: the dataset need not decode images (cached features)
+    # registered name (gmbench.recipes.losses) of what ``loss`` computes; ``loss.name: default`` runs it
+    default_loss: str = "bce"
 
     def loss(self, out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         return masked_bce_with_logits(at_least_f32(out["logits"]), batch["target"])

@@ -15,6 +15,25 @@ from pathlib import Path
 from typing import Callable, Optional
 
 
+_HELD: set = set()  # fds of the locks this process holds
+
+
+def _close_in_child() -> None:
+    """A forked child (a DataLoader worker) must not keep the parent's lock alive: flock
+    belongs to the open file, so a worker outliving a SIGKILLed parent by its 5 s watchdog
+    would block the rerun. Closing the child's copy leaves the parent's lock intact."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
+
 class FolderLocked(RuntimeError):
     """Another process holds the folder's lock."""
 
@@ -55,6 +74,7 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n".encode())
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
@@ -63,6 +83,7 @@ class FolderLock:
                 os.ftruncate(self._fd, 0)
                 fcntl.lockf(self._fd, fcntl.LOCK_UN)
             finally:
+                _HELD.discard(self._fd)
                 os.close(self._fd)
                 self._fd = None
 

@@ -5,6 +5,8 @@ from typing import List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from gmbench.models.backbone import BackboneName
+
 
 class GMMLICConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +29,7 @@ class GMMLICConfig(BaseModel):
     detector_max_size: int = 1333   # ... and longer-side cap, as in the extraction
     detector_seed: int = 0          # init seed for detector_weights=none
     depth: Literal[18, 34, 50, 101, 152] = 101   # ResNet depth of the e2e trunk
+    backbone: BackboneName = None   # e2e trunk: timm/<name> instead of the ResNet (roi_layer layer4)
     pretrained: str = "none"        # e2e trunk weights: imagenet | none | /path.pth
     roi_size: int = 7               # RoIAlign output (roi_size²), then average-pooled
     roi_layer: Literal["layer4", "layer3"] = "layer4"  # layer3 = RoIAlign on C4, layer4 per RoI
@@ -47,6 +50,13 @@ class GMMLICConfig(BaseModel):
     # mean over images (the paper's per-image sum; default); "mean" = mean over the B·C
     # entries (C times smaller gradients); "sum" = sum over both (B times larger).
     loss_reduction: Literal["sum_classes", "mean", "sum"] = "sum_classes"
+
+    @model_validator(mode="after")
+    def _timm_roi(self):
+        if self.backbone and self.roi_layer != "layer4":
+            raise ValueError("roi_layer=layer3 splits a ResNet's stages; a timm backbone "
+                             "(model.backbone) needs roi_layer=layer4")
+        return self
 
     @field_validator("dims")
     @classmethod

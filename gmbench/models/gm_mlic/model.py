@@ -34,6 +34,7 @@ class GMMLIC(MLICModel):
     """out = model(batch): {"logits": [B, C] max-pooled matching logit, "probs": [B, C],
     "scores": S [B, M', C] in [0, 1] (0 at padded slots), M' <= top_m}."""
     needs_boxes = True
+    default_loss = "weighted_bce"
 
     def __init__(self, cfg: GMMLICConfig, word_embeddings: np.ndarray, label_ratios: np.ndarray):
         super().__init__()
@@ -57,8 +58,8 @@ class GMMLIC(MLICModel):
                                           "loss_reduction": cfg.loss_reduction,
                                           "unused_settings": unused_settings(cfg)}
         if cfg.features == "e2e":
-            from gmbench.models.backbone import build_resnet
-            self.backbone, feat_dim, rec = build_resnet(cfg.depth, cfg.pretrained)
+            from gmbench.models.backbone import build_backbone
+            self.backbone, feat_dim, rec = build_backbone(cfg)
             self.record.update(rec)
         else:
             self.backbone, feat_dim = None, cfg.feat_dim

@@ -1,0 +1,55 @@
+"""This run's table next to a committed snapshot of the same suite, with differences.
+
+Snapshots are earlier versions' results kept in ``results/snapshots/<suite>-<date>/runs.jsonl``
+(the newest by name is used). ``gmbench run`` prints the comparison after its table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .tables import _fmt, _nan, _signed, aggregate
+from .utils.io import read_jsonl
+
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "results" / "snapshots"
+
+
+def find_snapshot(suite: str, root: Path = SNAPSHOTS) -> Optional[Path]:
+    """The newest ``root/<suite>-*/runs.jsonl`` (or ``root/<suite>/runs.jsonl``), or None."""
+    if not root.is_dir():
+        return None
+    hits = sorted(p for p in root.iterdir()
+                  if (p.name == suite or p.name.startswith(suite + "-")) and (p / "runs.jsonl").is_file())
+    return hits[-1] / "runs.jsonl" if hits else None
+
+
+def compare_records(now: List[dict], then: List[dict], name: str,
+                    cols: Sequence[str] = ("mAP", "CF1", "OF1")) -> str:
+    """Markdown: per table row, each column now | snapshot | Δ (percentage points)."""
+    _, rows_now = aggregate(now)
+    _, rows_then = aggregate(then)
+    old: Dict[str, dict] = {r["row"]: r for r in rows_then}
+    head = ["row"] + [f"{c} {w}" for c in cols for w in ("now", name, "Δ")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows_now:
+        cells = [r["row"]]
+        for c in cols:
+            a = r["values"].get(c, (float("nan"), None))[0]
+            b = old[r["row"]]["values"].get(c, (float("nan"), None))[0] if r["row"] in old else float("nan")
+            d = "–" if _nan(a) or _nan(b) else _signed(100 * (a - b))
+            cells += [_fmt(a, c), _fmt(b, c), d]
+        lines.append("| " + " | ".join(cells) + " |")
+    gone = [r for r in old if r not in {x["row"] for x in rows_now}]
+    if gone:
+        lines.append(f"(only in {name}: {', '.join(gone)})")
+    return "\n".join(lines)
+
+
+def against_snapshot(suite: str, suite_dir: Path, root: Path = SNAPSHOTS) -> str:
+    """The comparison text for ``gmbench run``, or "" when there is no snapshot."""
+    snap = find_snapshot(suite, root)
+    now = Path(suite_dir) / "runs.jsonl"
+    if snap is None or not now.is_file() or snap.resolve() == now.resolve():
+        return ""
+    return (f"compared with the snapshot {snap.parent} (Δ in points):\n"
+            + compare_records(read_jsonl(now), read_jsonl(snap), "snapshot"))
