@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .tables import _fmt, _nan, _signed, aggregate
+from .tables import aggregate
+from .tables.fmt import delta, fmt, is_nan, signed
 from .utils.io import read_jsonl
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "results" / "snapshots"
@@ -36,8 +37,9 @@ def compare_records(now: List[dict], then: List[dict], name: str,
         for c in cols:
             a = r["values"].get(c, (float("nan"), None))[0]
             b = old[r["row"]]["values"].get(c, (float("nan"), None))[0] if r["row"] in old else float("nan")
-            d = "–" if _nan(a) or _nan(b) else _signed(100 * (a - b))
-            cells += [_fmt(a, c), _fmt(b, c), d]
+            # Δ of the values as printed, as the tables' deltas to published rows
+            d = "–" if is_nan(a) or is_nan(b) else signed(delta(a, b, c))
+            cells += [fmt(a, c), fmt(b, c), d]
         lines.append("| " + " | ".join(cells) + " |")
     gone = [r for r in old if r not in {x["row"] for x in rows_now}]
     if gone:
