@@ -109,14 +109,31 @@ def _public_detector(cfg, settings: Optional[dict]) -> dict:
     return out
 
 
+def _online_weights(cfg, model) -> Optional[dict]:
+    """Online mode: the attached detector's settings (a built run), else the weights the
+    config names, as the ``weights`` identity a cache would carry."""
+    ext = getattr(model, "_extractor", None) if model is not None else None
+    if ext is not None and hasattr(ext, "settings"):
+        return ext.settings
+    w = cfg.model.detector_weights
+    if w == "coco":
+        return {"weights": COCO_V1}
+    if w == "none":
+        return {"weights": f"random-init:seed={cfg.model.detector_seed}"}
+    return {"weights": f"file:{Path(w).expanduser()}"}  # digest and header: known once built
+
+
 def describe_protocol(cfg, model=None) -> Dict[str, Any]:
     """The protocol block of a run record (schema: docs/architecture.md, "Records")."""
     m, d = cfg.model, cfg.data
     features = getattr(m, "features", None)
     needs_boxes = getattr(model, "needs_boxes", features is not None)
-    if features == "cache" and getattr(m, "instance_source", None) == "detector":
-        if getattr(cfg, "detector", None) is not None:
+    online = features == "online"
+    if online or (features == "cache" and getattr(m, "instance_source", None) == "detector"):
+        if getattr(cfg, "detector", None) is not None and not online:
             det = _trained_detector(cfg)
+        elif online:
+            det = _public_detector(cfg, _online_weights(cfg, model))
         else:
             det = _public_detector(cfg, _cache_weights(cfg, model))
         sup = None

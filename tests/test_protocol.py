@@ -58,7 +58,10 @@ def test_coco_suite_with_the_public_checkpoint_flags_the_val2014_overlap():
     det = p["detector"]
     assert det["weights"].endswith("FasterRCNN_ResNet50_FPN_Weights.COCO_V1")
     assert det["trained_on"] == ["coco/train2017"] and det["overlaps_test"] is True
-    assert "assumed" in det["note"]  # no cache on disk: the extract default is named as such
+    # the paper rows run the detector online: the config names the weights, nothing is assumed
+    assert cfg.model.features == "online" and "assumed" not in det["note"]
+    cached = cfg.model_copy(update={"model": cfg.model.model_copy(update={"features": "cache"})})
+    assert "assumed" in describe_protocol(cached, None)["detector"]["note"]  # no cache on disk
 
 
 def _manifest(cache_dir, split, settings, top_m=35):
@@ -111,3 +114,14 @@ def test_spread_note_separates_differences_beyond_the_spread():
     beyond, within = note.split("Within the spread:")
     assert "A − B: +10.0 (spread 2.0)" in beyond and "A − C: +9.0 (spread 2.5)" in beyond
     assert "C − B: +1.0 (spread 2.5)" in within and "D" not in note
+
+
+def test_online_rows_name_the_detector_they_run(tmp_path):
+    raw = C.compose("gm_mlic", "synthetic", {"model": {"features": "online", "detector_weights": "none"}})
+    p = describe_protocol(C.validate(raw), None)
+    assert p["instance_source"] == "detector" and p["test_annotations_used"] is False
+    assert p["detector"]["weights"].startswith("random-init") and p["detector"]["trained_on"] == []
+    w = tmp_path / "det.pth"
+    raw = C.compose("gm_mlic", "synthetic", {"model": {"features": "online", "detector_weights": str(w)}})
+    det = describe_protocol(C.validate(raw), None)["detector"]
+    assert det["weights"] == str(w) and det["overlaps_test"] is None  # header unknown until built

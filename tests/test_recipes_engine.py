@@ -13,7 +13,7 @@ from gmbench.data.dataset import ImageDataset
 from gmbench.data.transforms import build_transform
 from gmbench.models.base import MLICModel
 from gmbench.registry import list_models
-from test_registry_methods import tiny_batch, tiny_info, tiny_model_cfg
+from test_registry_methods import NUM_CLASSES, tiny_batch, tiny_info, tiny_model_cfg
 
 from conftest import tiny_sets
 
@@ -30,7 +30,10 @@ def _recipe(name, modern):
     yaml_name = next(c for c, m in method_configs() if m == name)
     raw = C.compose(yaml_name, "synthetic")
     opt_name = "adamw" if modern else raw.get("optim", {}).get("name", "sgd")
-    optim = C.OptimConfig(name=opt_name, lr=TEST_LR[opt_name], weight_decay=0.0,
+    lr = TEST_LR[opt_name]
+    if not modern and getattr(cfg, "loss_reduction", "mean") == "sum_classes":
+        lr /= NUM_CLASSES  # a per-image sum over classes (GM-MLIC, Eq. 15): C× the mean's gradient
+    optim = C.OptimConfig(name=opt_name, lr=lr, weight_decay=0.0,
                           scheduler="onecycle" if modern else "none",
                           backbone_lr_mult=raw.get("optim", {}).get("backbone_lr_mult", 1.0))
     loss = C.LossConfig(name="asl" if modern else "default")

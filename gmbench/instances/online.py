@@ -15,6 +15,7 @@ import torch
 from torchvision.models.detection.transform import resize_boxes
 
 from ..data.transforms import MEAN, STD
+from ..detector.model import arch_name
 from .extract import DetectorConfig, build_detector, detect_with_features
 
 
@@ -26,15 +27,18 @@ class OnlineDetector:
 
     def __init__(self, cfg: DetectorConfig, top_m: int):
         self.cfg, self.top_m = cfg, top_m
-        self.model, self.weights_id, _ = build_detector(cfg, top_m)
+        self.model, self.weights_id, _, self.meta = build_detector(cfg, top_m)
         self.feat_dim = int(self.model.roi_heads.box_head.fc7.out_features)
         self._lock = threading.Lock()
 
     @property
     def settings(self) -> Dict[str, object]:
         s = self.cfg.model_dump()
-        s.update(weights=self.weights_id, arch="fasterrcnn_resnet50_fpn", source="detector",
-                 mode="online", top_m=self.top_m)
+        s.update(weights=self.weights_id, arch=arch_name(self.meta["arch"]),
+                 source="detector", mode="online", top_m=self.top_m)
+        t = self.meta.get("trained_on")
+        if t:  # provenance for the run record's protocol block, as the caches carry it
+            s["trained_on"] = {k: t[k] for k in ("dataset", "split", "n_images") if k in t}
         return s
 
     def _on(self, device: torch.device):

@@ -87,13 +87,6 @@ class GMMLICConfig(BaseModel):
             raise ValueError(f"model.beta must be >= 0 (Eq. 15; 0 = plain BCE), got {v}")
         return v
 
-    @model_validator(mode="after")
-    def _knn_below_top_m(self) -> "GMMLICConfig":
-        if self.knn_k >= self.top_m:
-            raise ValueError(f"model.knn_k ({self.knn_k}) must be < model.top_m ({self.top_m}): "
-                             f"each instance links to k others among the top_m kept")
-        return self
-
 # Settings that only some feature modes read; the others record them as unused (model_record
 # "unused_settings") rather than ignore them silently. Suite defaults set depth/pretrained for
 # every row, so failing validation on them would break mixed suites.
