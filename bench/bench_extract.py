@@ -78,6 +78,26 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
 
 
+def _time_checks(root: Path, repeats: int = 3) -> dict:
+    """Seconds (best of ``repeats``, files in the page cache) of the quick and full checks
+    and of an ``open_cache`` whose verified.json stamp still holds."""
+    from gmbench.instances import open_cache
+    from gmbench.instances.verify import STAMP, verify_cache
+    manifest = json.loads((root / "manifest.json").read_text())
+    out = {}
+    for key, fn in (("quick_s", lambda: verify_cache(root, manifest, "quick")),
+                    ("full_s", lambda: verify_cache(root, manifest, "full")),
+                    ("open_stamped_s", lambda: open_cache(root))):
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        out[key] = best
+    assert (root / STAMP).is_file()
+    return out
+
+
 def bench_reader(n_images: int, m: int, shard_size: int = 512, feat_dim: int = 1024) -> dict:
     """Write a fake cache of n_images x m instances, then time open + random lookups."""
     from gmbench.instances import cache as C
@@ -101,14 +121,15 @@ def bench_reader(n_images: int, m: int, shard_size: int = 512, feat_dim: int = 1
         size_gb = sum(f.stat().st_size for f in (root / "shards").glob("*.npy")) / 1e9
         os.system("sync")
         rss0, t = _rss_mb(), time.perf_counter()
-        cache = open_cache(root, ids)
+        cache = open_cache(root, ids, verify="quick")
         t_open, rss_open = time.perf_counter() - t, _rss_mb() - rss0
+        checks = _time_checks(root)
         order = rng.integers(0, n_images, 20000)
         t = time.perf_counter()
         for i in order:
             cache[int(i)]
         t_rand = (time.perf_counter() - t) / len(order)
-        return {"images": n_images, "m": m, "gb": size_gb, "open_s": t_open,
+        return {"images": n_images, "m": m, "gb": size_gb, "open_s": t_open, **checks,
                 "rss_after_open_mb": rss_open, "lookup_us": 1e6 * t_rand,
                 "rss_after_lookups_mb": _rss_mb() - rss0}
 
@@ -136,7 +157,9 @@ def main() -> int:
         print(f"reader: {r['images']} images x <= {r['m']} instances, {r['gb']:.2f} GB on disk; "
               f"open {r['open_s']:.2f} s (+{r['rss_after_open_mb']:.0f} MB anon RSS); random lookup "
               f"{r['lookup_us']:.0f} us/image (+{r['rss_after_lookups_mb']:.0f} MB anon RSS after "
-              f"20k lookups)")
+              f"20k lookups)\nverification: quick {r['quick_s']:.3f} s, full (sha256) "
+              f"{r['full_s']:.2f} s ({r['full_s'] / r['gb']:.2f} s/GB), open with a valid stamp "
+              f"{r['open_stamped_s']:.3f} s")
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,7 +9,9 @@ _EPILOG = """examples:
   python -m gmbench extract --dataset voc2007 --root /data/VOC --split trainval --top-m 10
   python -m gmbench extract --dataset synthetic --split train --source boxes --weights none
   torchrun --nproc_per_node=8 -m gmbench extract --dataset nuswide --root /data/nus --split train
-A stopped extraction resumes when the same command is run again."""
+A stopped extraction resumes when the same command is run again. Run on a finished cache,
+it verifies it (--verify full: every file's sha256) and re-extracts only damaged shards.
+SIGINT/SIGTERM stop it after the current batch (exit 128 + signal); rerun to resume."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -53,6 +55,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="stop after writing this many shards per process (rerun to continue)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard an existing cache in --out made with other settings")
+    p.add_argument("--verify", choices=("full", "quick", "none"), default="full",
+                   help="check of a cache found finished: full = sha256 of every file (one read "
+                        "of the cache, about 2 s per GB), quick = manifest, sizes and array "
+                        "headers only; damaged shards are re-extracted")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_extract)
     return p
@@ -86,51 +92,80 @@ def build_source(args, labels, top_m: int, device):
 
 
 def run_extract(args) -> int:
-    from pathlib import Path
-
     from pydantic import ValidationError
 
-    from gmbench.cli.data import parse_options
-    from gmbench.data import data_config, get_spec
-    from gmbench.instances import DEFAULT_TOP_M, CacheError, default_cache_dir
-    from gmbench.instances.pipeline import run_extraction
-    from gmbench.utils import dist
+    from gmbench.utils import dist, signals
 
     main = True
     try:
-        device = _device(args.device)
-        dist.init_from_env(str(device))
-        main = dist.is_main()
-        opts = parse_options(args.option)
-        cfg = data_config(args.dataset, root=args.root, **opts)
-        spec = get_spec(args.dataset)
-        spec.check_root(cfg)  # a root given on the command line is never created
-        if not dist.is_main():
-            dist.barrier()  # rank 0 first: generated datasets are written on first use
-        root = spec.prepare_root(cfg)
-        if dist.is_main():
-            dist.barrier()
-        labels = spec.read_labels(root, args.split, cfg)
-        top_m = args.top_m if args.top_m is not None else DEFAULT_TOP_M.get(args.dataset, 10)
-        out = Path(args.out) if args.out else default_cache_dir(
-            Path(cfg.cache_dir) if cfg.cache_dir else root / ".gmbench", args.split, args.source, top_m)
-        source = build_source(args, labels, top_m, device)
-        workers = args.num_workers if args.num_workers is not None else min(4, os.cpu_count() or 1)
-        res = run_extraction(labels, out, source, dataset=args.dataset, split=args.split,
-                             top_m=top_m, shard_size=args.shard_size, batch_size=args.batch_size,
-                             num_workers=workers, max_shards=args.max_shards,
-                             overwrite=args.overwrite,
-                             progress=not args.no_progress and sys.stderr.isatty())
-    except (ValueError, FileNotFoundError, RuntimeError, CacheError, ValidationError) as e:
+        with signals.guard():
+            res = _extract(args)
+        main = dist.is_main()  # the group is gone after the finally below
+    except Exception as e:  # noqa: BLE001  (one clean line for known failures)
+        code = _exit_code(e, (ValueError, FileNotFoundError, RuntimeError, ValidationError))
+        if code is None:
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return code
     finally:
         dist.shutdown()
     if main:
         rate = res["n_images"] / res["seconds"] if res["seconds"] > 0 else float("nan")
-        print(f"{'complete' if res['complete'] else 'INCOMPLETE'}: {res['out']}\n"
+        status = "complete" if res["complete"] else "INCOMPLETE"
+        if res["repaired"]:
+            status = (f"repaired ({len(res['repaired'])} damaged shard(s) re-extracted: "
+                      f"{', '.join(map(str, res['repaired']))}), {status.lower()}")
+        elif res["verified"]:
+            status += f" (verified: {res['verified']})"
+        print(f"{status}: {res['out']}\n"
               f"  shards written {res['written']}, already done {res['skipped']} (rank 0); "
               f"{res['n_images']} images in {res['seconds']:.1f} s ({rate:.2f} img/s)\n"
               f"  decode {res['decode_s']:.1f} s, transform {res['transform']:.1f} s, "
               f"{args.source} {res['detector']:.1f} s")
     return 0 if res["complete"] else 3
+
+
+def _exit_code(e: BaseException, bad_input: tuple):
+    """A signal (128 + signum) and a damaged cache (1) first, as runtime failures;
+    then bad input (2); then the other failures gmbench explains (a full disk: 1)."""
+    from gmbench.cli.core import runtime_error_code
+    from gmbench.instances import CacheError
+    from gmbench.utils.signals import Interrupted
+    if isinstance(e, (Interrupted, CacheError)):
+        return runtime_error_code(e)
+    if isinstance(e, bad_input):
+        return 2
+    return runtime_error_code(e)
+
+
+def _extract(args) -> dict:
+    from pathlib import Path
+
+    from gmbench.cli.data import parse_options
+    from gmbench.data import data_config, get_spec
+    from gmbench.instances import DEFAULT_TOP_M, default_cache_dir
+    from gmbench.instances.pipeline import run_extraction
+    from gmbench.utils import dist
+
+    device = _device(args.device)
+    dist.init_from_env(str(device))
+    opts = parse_options(args.option)
+    cfg = data_config(args.dataset, root=args.root, **opts)
+    spec = get_spec(args.dataset)
+    spec.check_root(cfg)  # a root given on the command line is never created
+    if not dist.is_main():
+        dist.barrier()  # rank 0 first: generated datasets are written on first use
+    root = spec.prepare_root(cfg)
+    if dist.is_main():
+        dist.barrier()
+    labels = spec.read_labels(root, args.split, cfg)
+    top_m = args.top_m if args.top_m is not None else DEFAULT_TOP_M.get(args.dataset, 10)
+    out = Path(args.out) if args.out else default_cache_dir(
+        Path(cfg.cache_dir) if cfg.cache_dir else root / ".gmbench", args.split, args.source, top_m)
+    source = build_source(args, labels, top_m, device)
+    workers = args.num_workers if args.num_workers is not None else min(4, os.cpu_count() or 1)
+    return run_extraction(labels, out, source, dataset=args.dataset, split=args.split,
+                          top_m=top_m, shard_size=args.shard_size, batch_size=args.batch_size,
+                          num_workers=workers, max_shards=args.max_shards,
+                          overwrite=args.overwrite, verify=args.verify,
+                          progress=not args.no_progress and sys.stderr.isatty())

@@ -6,12 +6,14 @@ Layout of a cache directory ``DIR``::
     DIR/shards/shard-00000.json     commit record of shard 0 (written LAST)
     DIR/shards/shard-00000.<a>.npy  one file per array <a> (see ``ARRAYS``)
     DIR/manifest.json               written once every shard is committed
+    DIR/verified.json               stamp of the last passed full check (``verify.py``)
 
 Shard ``s`` holds images ``[s*S, min((s+1)*S, N))`` for shard size ``S``, so the
 split into shards does not depend on how many processes extracted it.  Every
 file is written atomically (temp file + rename, ``gmbench.utils.io``) and the
-shard's JSON commit record, with a sha256 per file, comes last: a shard without
-a valid record is redone on resume, never read.
+shard's JSON commit record, with a sha256 and byte count per file, comes last: a
+shard without a valid record is redone on resume, never read.  The manifest
+repeats those per-file sums and sizes; every open checks them (``verify.py``).
 
 Per shard with ``n`` images and ``k`` instances in total:
     feat      float16 [k, D]   box-head (or RoIAlign) feature of each instance
@@ -66,7 +68,7 @@ def shard_name(s: int) -> str:
     return f"shard-{s:05d}"
 
 
-def _array_path(shard_dir: Path, s: int, name: str) -> Path:
+def array_path(shard_dir: Path, s: int, name: str) -> Path:
     return shard_dir / f"{shard_name(s)}.{name}.npy"
 
 
@@ -103,14 +105,14 @@ def pack_shard(results: List[dict], feat_dim: int) -> Dict[str, np.ndarray]:
 def write_shard(shard_dir: Path, s: int, start: int, stop: int, image_ids: Sequence[str],
                 arrays: Dict[str, np.ndarray], identity: str) -> dict:
     """Write the arrays of shard ``s`` atomically, then its commit record; returns the record."""
-    files = {}
+    files, sizes = {}, {}
     for name in ARRAYS:
-        path = _array_path(shard_dir, s, name)
+        path = array_path(shard_dir, s, name)
         atomic_numpy_save(path, arrays[name])
-        files[name] = file_sha256(path)
+        files[name], sizes[name] = file_sha256(path), path.stat().st_size
     meta = {"shard": s, "start": start, "stop": stop, "n_images": stop - start,
             "n_instances": int(arrays["offsets"][-1]), "ids_sha256": ids_digest(image_ids),
-            "identity": identity, "files": files,
+            "identity": identity, "files": files, "bytes": sizes,
             "sha256": hashlib.sha256("".join(files[a] for a in ARRAYS).encode()).hexdigest()}
     atomic_write_json(shard_dir / f"{shard_name(s)}.json", meta)
     return meta
@@ -136,20 +138,16 @@ def shard_problem(shard_dir: Path, s: int, start: int, stop: int, image_ids: Seq
         return "written with other settings"
     if meta.get("ids_sha256") != ids_digest(image_ids):
         return "written for other image ids"
-    for name in ARRAYS:
-        path = _array_path(shard_dir, s, name)
-        if not path.is_file():
-            return f"{path.name} is missing"
-        if check_sums and file_sha256(path) != meta.get("files", {}).get(name):
-            return f"{path.name} does not match its checksum"
-    return None
+    from .verify import shard_file_problems
+    found = shard_file_problems(shard_dir, s, meta, "full" if check_sums else "quick")
+    return "; ".join(found) or None
 
 
 def remove_shard(shard_dir: Path, s: int) -> None:
     # Commit record first: a crash half-way leaves files that no record vouches for.
     (shard_dir / f"{shard_name(s)}.json").unlink(missing_ok=True)
     for name in ARRAYS:
-        _array_path(shard_dir, s, name).unlink(missing_ok=True)
+        array_path(shard_dir, s, name).unlink(missing_ok=True)
 
 
 def remove_temp_files(shard_dir: Path) -> int:
@@ -201,7 +199,8 @@ def write_manifest(root: Path, plan: dict, image_ids: Sequence[str], metas: List
                                                            "settings", "ids_sha256")},
                 "n_images": n, "n_instances": n_inst, **extra,
                 "shards": [{k: m[k] for k in ("shard", "start", "stop", "n_images", "n_instances",
-                                               "sha256", "files")} for m in metas],
+                                               "sha256", "files", "bytes") if k in m}
+                           for m in metas],
                 "image_ids": list(map(str, image_ids))}
     atomic_write_json(root / "manifest.json", manifest, indent=1)
     return manifest
@@ -215,7 +214,7 @@ class InstanceCache:
     shard, and a lookup copies just that image's rows.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, verify: str = "auto"):
         self.root = Path(root).expanduser()
         path = self.root / "manifest.json"
         if not path.is_file():
@@ -230,6 +229,9 @@ class InstanceCache:
         if self.manifest.get("format") != FORMAT:
             raise CacheError(f"{path} has format {self.manifest.get('format')!r}, this reader "
                              f"reads {FORMAT!r}; re-extract the cache")
+        from .verify import verify_cache
+        # quick always; the full hash unless verified.json vouches for these very files
+        self.verified = verify_cache(self.root, self.manifest, verify)
         self.image_ids: List[str] = self.manifest["image_ids"]
         self.feat_dim = int(self.manifest["feat_dim"])
         self.top_m = int(self.manifest["top_m"])
@@ -251,7 +253,7 @@ class InstanceCache:
         self._maps: Dict[int, Dict[str, np.ndarray]] = {}
 
     def _path(self, s: int, name: str) -> Path:
-        return _array_path(self.root / "shards", s, name)
+        return array_path(self.root / "shards", s, name)
 
     def _load(self, s: int, name: str, mmap: bool = False) -> np.ndarray:
         path = self._path(s, name)
@@ -328,17 +330,20 @@ class InstanceCache:
                              f"cache has {self.image_ids[j]!r}, dataset has {ids[j]!r}; {fix}")
 
     def verify(self) -> None:
-        """Recompute every file's sha256 (reads the whole cache once)."""
-        for sh in self.manifest["shards"]:
-            for a in ARRAYS:
-                if file_sha256(self._path(sh["shard"], a)) != sh["files"][a]:
-                    raise CacheError(f"{self._path(sh['shard'], a)} does not match its checksum "
-                                     f"in the manifest; re-extract that cache")
+        """Recompute every file's sha256 (reads the whole cache once); CacheError on damage."""
+        from .verify import verify_cache
+        self.verified = verify_cache(self.root, self.manifest, "full")
 
 
-def open_cache(root, image_ids: Optional[Sequence[str]] = None) -> InstanceCache:
-    """Open the cache in ``root``; with ``image_ids`` also ``validate`` it against them."""
-    cache = InstanceCache(root)
+def open_cache(root, image_ids: Optional[Sequence[str]] = None,
+               verify: str = "auto") -> InstanceCache:
+    """Open the cache in ``root``; with ``image_ids`` also ``validate`` it against them.
+
+    ``verify``: 'auto' (quick check, plus a full sha256 check unless the cache's
+    ``verified.json`` stamp still vouches for its files), 'quick' or 'full'; see
+    ``gmbench.instances.verify``. Damage raises CacheError naming the files.
+    """
+    cache = InstanceCache(root, verify)
     if image_ids is not None:
         cache.validate(image_ids)
     return cache

@@ -2,7 +2,7 @@
 
 One process-wide guard (installed by ``run`` and ``extract``) records the first
 signal; the training loop checks it per step, evaluation per batch, the runner
-between rows and after the tables, extraction per shard. Whoever sees it first
+between rows and after the tables, extraction per batch. Whoever sees it first
 saves what it must and raises :class:`Interrupted`, which the CLI turns into
 exit code 128 + signum. A signal is therefore never lost: even one that arrives
 in the last second of a run's final evaluation makes the process exit non-zero.
