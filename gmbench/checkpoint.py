@@ -4,9 +4,9 @@ A checkpoint holds model, optimizer, scheduler and AMP-scaler state, the RNG
 states (python, numpy, torch, CUDA), the epoch and the number of batches of that
 epoch already done, so a run resumes mid-epoch exactly where it stopped.
 
-Each ``ckpt-*.pt`` has a ``.sha256`` sidecar written after it: a checkpoint
+Each ``ckpt-*.pt`` has a ``.sha256`` sidecar, written just before it is renamed into place: a checkpoint
 whose bytes do not match (bit rot, a partial copy, a manual edit) or that has no
-sidecar (killed between the two writes) is reported by name and skipped for the
+sidecar (copied without it, or written by an older version) is reported by name and skipped for the
 newest intact one. Hashing costs one read of the file from the page cache
 (~0.25 s per 100 MB on the 2-core dev box, measured under load), next to the write itself.
 """
@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from .utils.io import atomic_torch_save, atomic_write_text, sha256_file
+from .utils.io import atomic_write, atomic_write_text, sha256_file
 
 
 class CheckpointError(RuntimeError):
@@ -74,10 +74,13 @@ def _sidecar(path: Path) -> Path:
 
 
 def save_verified(obj: Any, path: Path) -> Path:
-    """``atomic_torch_save`` plus the sha256 sidecar that :func:`load` checks."""
-    atomic_torch_save(obj, path)
-    atomic_write_text(_sidecar(path), sha256_file(path) + "\n")
-    return path
+    """An atomic ``torch.save`` plus the sha256 sidecar that :func:`load` checks. The sidecar
+    is written before the checkpoint is renamed into place, so no kill leaves a checkpoint
+    without one (a sidecar without its checkpoint is harmless)."""
+    import torch
+    return atomic_write(path, lambda f: torch.save(obj, f),
+                        before_replace=lambda tmp: atomic_write_text(_sidecar(path),
+                                                                     sha256_file(tmp) + "\n"))
 
 
 def save(ckpt_dir: Path, state: Dict[str, Any], keep_last: int) -> Path:
@@ -93,7 +96,7 @@ def verify(path: Path) -> Optional[str]:
     """None if ``path`` matches its sidecar, else why not (one line)."""
     side = _sidecar(path)
     if not side.exists():
-        return "no .sha256 sidecar (the write was interrupted, or it predates checksums)"
+        return "no .sha256 sidecar (copied without it, or written before checksums existed)"
     want = side.read_text(encoding="utf-8").strip()
     got = sha256_file(path)
     return None if got == want else f"sha256 mismatch (file {got[:12]}…, sidecar {want[:12]}…)"

@@ -21,7 +21,7 @@ import yaml
 from conftest import subprocess_env, tiny_sets
 from gmbench import checkpoint
 from gmbench.cli import main
-from gmbench.utils.io import append_jsonl, read_jsonl
+from gmbench.utils.io import append_jsonl, read_jsonl, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = subprocess_env()
@@ -159,7 +159,7 @@ def test_corrupt_checkpoint_is_named_and_skipped_for_the_previous_intact_one(tmp
 
 def test_checkpoint_without_sidecar_is_not_trusted(tmp_path):
     p = tmp_path / "ckpt-e0000-s0000001.pt"
-    torch.save({"epoch": 0}, p)  # written outside gmbench, or killed before its sidecar
+    torch.save({"epoch": 0}, p)  # written outside gmbench (or copied without its sidecar)
     with pytest.raises(checkpoint.CheckpointError, match="no .sha256 sidecar"):
         checkpoint.load(p)
     checkpoint.save_verified({"epoch": 0}, p)
@@ -342,3 +342,23 @@ def test_stale_temp_files_are_removed_at_start(tmp_path, capsys):
     assert not any(p.exists() for p in stale)
     assert "left by an interrupted write" in capsys.readouterr().out
     assert json.loads((out / "t" / "runs.jsonl").read_text())["status"] == "finished"
+
+
+def test_the_sidecar_exists_before_the_checkpoint_does(tmp_path, monkeypatch):
+    """A kill right after the rename must not leave a checkpoint without its sidecar (seen:
+    SIGKILL between the two writes made the only checkpoint of a run unusable)."""
+    import os as _os
+    seen = []
+    real = _os.replace
+
+    def spy(src, dst):
+        dst = Path(dst)
+        if dst.suffix == ".pt":
+            side = dst.with_name(dst.name + ".sha256")
+            seen.append(side.exists() and side.read_text().strip() == sha256_file(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(_os, "replace", spy)
+    checkpoint.save(tmp_path, {"epoch": 1, "step": 0, "w": torch.ones(3)}, keep_last=1)
+    assert seen == [True]
+    assert checkpoint.load_latest(tmp_path)["epoch"] == 1

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, List, Union
+from typing import Any, Callable, List, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 TMP_PREFIX = ".tmp-"
@@ -76,8 +76,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: PathLike, writer: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``writer(fileobj)`` on a temp file, then atomically move it to ``path``."""
+def atomic_write(path: PathLike, writer: Callable[[io.BufferedWriter], None],
+                 before_replace: Optional[Callable[[Path], None]] = None) -> Path:
+    """Call ``writer(fileobj)`` on a temp file, then atomically move it to ``path``.
+
+    ``before_replace(tmp)`` runs on the complete temp file just before the move (a checksum
+    sidecar written there exists whenever ``path`` does, whatever moment a kill lands)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +96,8 @@ def atomic_write(path: PathLike, writer: Callable[[io.BufferedWriter], None]) ->
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException as e:
         try:
