@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gmbench.data import get_spec, read_labels
+from gmbench.data import AnnotationError, get_spec, read_labels
 from gmbench.data import check as chk
 from gmbench.data.nuswide import normalise_image_path
 
@@ -83,7 +83,7 @@ def test_voc_without_boxes_needs_no_xml(voc_root):
         p.unlink()
     ls = read_labels("voc2007", voc_root, "test", read_boxes=False)
     assert ls.boxes is None and len(ls) == 2
-    with pytest.raises(FileNotFoundError, match="000001.xml"):
+    with pytest.raises(AnnotationError, match="test.txt lists image '000001'.*000001.xml"):
         read_labels("voc2007", voc_root, "test")
 
 # ----------------------------------------------------------------------------- COCO 2014

@@ -108,8 +108,8 @@ def runtime_error_code(e: BaseException):
     """Exit code for a failure gmbench explains in one line (None: an unexpected bug).
 
     A signal → 128 + signum; known runtime failures (diverged training, corrupt or
-    missing files, a full disk, a busy results folder) → 1. Bad settings (ConfigError,
-    exit 2) are handled by ``cli.main``.
+    missing files, untrusted weights, a full disk, a busy results folder) → 1. Bad
+    settings (ConfigError, exit 2) are handled by ``cli.main``.
     """
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
@@ -117,6 +117,7 @@ def runtime_error_code(e: BaseException):
     from ..data.dataset import BadImageError
     from ..engine import TrainingDiverged
     from ..instances.cache import CacheError
+    from ..models.weights import WeightsError
     from ..utils.io import RecordsError
     from ..utils.lock import FolderLocked
     from ..utils.signals import Interrupted
@@ -128,7 +129,7 @@ def runtime_error_code(e: BaseException):
     if isinstance(e, MissingTensorBoard):
         return 2
     if isinstance(e, (TrainingDiverged, CacheError, BadImageError, CheckpointError, RecordsError,
-                      FolderLocked, AnnotationError, OSError)):
+                      FolderLocked, AnnotationError, WeightsError, OSError)):
         return 1
     return None
 

@@ -158,3 +158,9 @@ def require_folder(root: str, why: str) -> Path:
 class AnnotationError(ValueError):
     """An annotation file that exists but cannot be parsed: names the file, the entry and
     what is wrong. A data problem found while reading (the CLI exits 1)."""
+
+
+def fix_hint(dataset: str, root, get_again: str) -> str:
+    """The sentence an AnnotationError ends with: how to get a good file, how to check."""
+    return (f"The file is damaged or not the official one: {get_again}, then check the data "
+            f"with: python -m gmbench data check {dataset} --root {root}")

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Dict, List, Literal
+from typing import Dict, List, Literal, Optional
 
 import numpy as np
 
-from gmbench.data.base import DataConfig, DatasetSpec, LabelSet
+from gmbench.data.base import AnnotationError, DataConfig, DatasetSpec, LabelSet, fix_hint
 from gmbench.registry import register_dataset
 
+NUS_GET = ("download the NUS-WIDE ground truth (Groundtruth.zip, ImageList.zip, "
+           "ConceptsList.zip) again from the NUS-WIDE page")
 NUSWIDE_LAYOUT = """\
 ROOT/
   Concepts81.txt                      (or ConceptsList/Concepts81.txt; one concept per line)
@@ -55,10 +57,12 @@ def find_concepts_file(root: Path) -> Path:
 def read_concepts(root: Path) -> List[str]:
     path = find_concepts_file(root)
     names = _lines(path)
+    fix = fix_hint("nuswide", root, NUS_GET)
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: a concept is listed twice; the file is damaged")
+        twice = next(c for c in names if names.count(c) > 1)
+        raise AnnotationError(f"{path}: concept {twice!r} is listed twice. {fix}")
     if not names:
-        raise ValueError(f"{path}: no concept names found")
+        raise AnnotationError(f"{path}: no concept names found. {fix}")
     return names
 
 
@@ -75,7 +79,13 @@ def read_image_list(path: Path) -> List[str]:
     if not path.is_file():
         raise FileNotFoundError(f"missing NUS-WIDE image list {path}. "
                                 f"Expected layout:\n{NUSWIDE_LAYOUT}")
-    ids = [normalise_image_path(ln) for ln in _lines(path)]
+    lines = _lines(path)
+    cols = next(((k, ln) for k, ln in enumerate(lines, 1) if len(ln.split()) != 1), None)
+    if cols is not None:  # one path a line; a second column is a different file's format
+        raise AnnotationError(f"{path}: entry {cols[0]} {cols[1]!r} has {len(cols[1].split())} "
+                              f"columns; expected one image path a line. "
+                              f"{fix_hint('nuswide', path.parents[1], NUS_GET)}")
+    ids = [normalise_image_path(ln) for ln in lines]
     if len(set(ids)) != len(ids):
         # Rows must stay aligned with the label files, so duplicates are kept, not dropped.
         warnings.warn(f"{path}: {len(ids) - len(set(ids))} image path(s) listed more than "
@@ -83,19 +93,30 @@ def read_image_list(path: Path) -> List[str]:
     return ids
 
 
-def read_label_column(path: Path, n: int) -> np.ndarray:
+def _bad_label_line(path: Path, fix: str) -> Optional[AnnotationError]:
+    """The first line that is not a single 0 or 1, as an error naming it (None: all are)."""
+    for lineno, line in enumerate(path.read_bytes().decode("latin-1").splitlines(), 1):
+        parts = line.split()
+        if len(parts) > 1:
+            return AnnotationError(f"{path}:{lineno}: {len(parts)} values {line.strip()!r}; "
+                                   f"expected one 0 or 1 a line. {fix}")
+        if parts and parts[0] not in ("0", "1"):
+            return AnnotationError(f"{path}:{lineno}: value {parts[0]!r}; expected 0 or 1. {fix}")
+    return None
+
+
+def read_label_column(path: Path, n: int, fix: Optional[str] = None) -> np.ndarray:
     """int8 [n] of 0/1 from one Labels_<concept>_<Split>.txt."""
     if not path.is_file():
         raise FileNotFoundError(f"missing NUS-WIDE label file {path}. "
                                 f"Expected layout:\n{NUSWIDE_LAYOUT}")
+    fix = fix or fix_hint("nuswide", path.parents[2], NUS_GET)
     vals = path.read_bytes().split()  # C-speed split on any whitespace, CR included
-    if len(vals) != n:
-        raise ValueError(f"{path}: {len(vals)} labels but the image list has {n} images; "
-                         f"the label and list files must come from the same release")
-    if not set(vals) <= {b"0", b"1"}:
-        i, v = next((i, v) for i, v in enumerate(vals, 1) if v not in (b"0", b"1"))
-        raise ValueError(f"{path}: value {v.decode('latin-1')!r} in label line {i}; "
-                         f"expected 0 or 1")
+    if len(vals) != n or not set(vals) <= {b"0", b"1"}:
+        bad = _bad_label_line(path, fix)
+        raise bad or AnnotationError(
+            f"{path}: {len(vals)} labels but the image list has {n} images; the label and "
+            f"list files must come from the same release. {fix}")
     return np.frombuffer(b"".join(vals), dtype=np.uint8).astype(np.int8) - 48
 
 

@@ -248,4 +248,6 @@ class SyntheticSpec(DatasetSpec):
         if split not in self.splits:
             raise ValueError(f"synthetic has splits {self.splits}, not {split!r}")
         generate_split(cfg, root, split)
-        return read_coco_annotations(root / "annotations" / f"instances_{split}.json", root / split)
+        return read_coco_annotations(root / "annotations" / f"instances_{split}.json", root / split,
+                                     fix=f"gmbench generated it: delete {root} so that it is "
+                                         f"generated again")

@@ -6,13 +6,14 @@ boxes and image sizes come from ``Annotations/<id>.xml``.
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Dict, List, Literal, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
-from gmbench.data.base import DataConfig, DatasetSpec, LabelSet
+from gmbench.data.base import AnnotationError, DataConfig, DatasetSpec, LabelSet, fix_hint
 from gmbench.registry import register_dataset
 
 # The standard VOC class order (alphabetical); every VOC paper reports AP in it.
@@ -22,6 +23,8 @@ VOC_CLASSES = (
     "train", "tvmonitor",
 )
 
+VOC_GET = ("download VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar again and "
+           "extract both into one folder")
 VOC_LAYOUT = """\
 ROOT/                          (or ROOT may be VOCdevkit/ or VOC2007/ itself)
   VOCdevkit/VOC2007/
@@ -50,65 +53,96 @@ def resolve_voc_dir(root: Path) -> Path:
         f"Expected layout:\n{VOC_LAYOUT}")
 
 
-def _read_id_list(path: Path) -> List[str]:
+def _text(path: Path, fix: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise AnnotationError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} on "
+                              f"line {line}). {fix}") from None
+
+
+def _read_id_list(path: Path, fix: str) -> List[str]:
     if not path.is_file():
         raise FileNotFoundError(f"missing VOC image list {path}. Expected layout:\n{VOC_LAYOUT}")
-    ids = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    ids = [ln.split()[0] for ln in _text(path, fix).splitlines() if ln.strip()]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: an image id is listed twice; the file is damaged")
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise AnnotationError(f"{path}: image {twice!r} is listed twice. {fix}")
     return ids
 
 
-def _read_class_file(path: Path, ids: List[str]) -> np.ndarray:
+def _read_class_file(path: Path, ids: List[str], fix: str) -> np.ndarray:
     """int8 [N] for one class, aligned with ``ids``; official 0 (difficult only) → -1."""
     if not path.is_file():
         raise FileNotFoundError(f"missing VOC per-class label file {path}. "
                                 f"Expected layout:\n{VOC_LAYOUT}")
     where: Dict[str, int] = {i: k for k, i in enumerate(ids)}
     col = np.full(len(ids), 2, dtype=np.int8)  # 2 = not seen yet
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_text(path, fix).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
-            raise ValueError(f"{path}:{lineno}: expected '<image id> <1|-1|0>', got {line!r}")
+            raise AnnotationError(f"{path}:{lineno}: expected '<image id> <1|-1|0>', got "
+                                  f"{line!r}. {fix}")
         k = where.get(parts[0])
         if k is None:
-            raise ValueError(f"{path}:{lineno}: image {parts[0]!r} is not in the split's "
-                             f"image list; the devkit files are from different releases")
+            raise AnnotationError(f"{path}:{lineno}: image {parts[0]!r} is not in the split's "
+                                  f"image list; the devkit files are from different releases. {fix}")
         col[k] = {"1": 1, "-1": 0, "0": -1}[parts[1]]
     if (col == 2).any():
         missing = [ids[k] for k in np.flatnonzero(col == 2)[:5]]
-        raise ValueError(f"{path}: no label for image(s) {missing}"
-                         f"{' ...' if (col == 2).sum() > 5 else ''}")
+        raise AnnotationError(f"{path}: no label for image(s) {missing}"
+                              f"{' ...' if (col == 2).sum() > 5 else ''}. {fix}")
     return col
 
 
-def read_voc_xml(path: Path, class_index: Dict[str, int]) -> Tuple[np.ndarray, np.ndarray,
-                                                                   Tuple[int, int]]:
+def _number(path: Path, el, tag: str, where: str, fix: str) -> float:
+    text = el.findtext(tag)
+    if text is None:
+        raise AnnotationError(f"{path}: {where} has no <{tag}>. {fix}")
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not math.isfinite(v):
+        raise AnnotationError(f"{path}: {where}: <{tag}> is {text.strip()!r}, not a number. {fix}")
+    return v
+
+
+def read_voc_xml(path: Path, class_index: Dict[str, int], fix: Optional[str] = None
+                 ) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
     """Boxes float32 [k, 4] (x1, y1, x2, y2; VOC's 1-based pixels kept), labels int64 [k],
-    and (width, height). Difficult objects are kept: they are real objects of that class."""
+    and (width, height). Difficult objects are kept: they are real objects of that class.
+    A malformed file is an AnnotationError naming it, the object and the tag."""
+    fix = fix or fix_hint("voc2007", path.parent.parent, VOC_GET)
     if not path.is_file():
         raise FileNotFoundError(f"missing VOC annotation {path}; extract the Annotations of "
                                 f"both VOC 2007 archives, or set data.read_boxes=false")
     try:
         tree = ET.parse(str(path)).getroot()
-    except ET.ParseError as e:
-        raise ValueError(f"{path}: not valid XML ({e})") from None
+    except ET.ParseError as e:  # also bytes that are not in the declared encoding
+        raise AnnotationError(f"{path}: not valid XML ({e}). {fix}") from None
     size = tree.find("size")
     wh = (0, 0)
     if size is not None:
-        wh = (int(float(size.findtext("width", "0"))), int(float(size.findtext("height", "0"))))
+        wh = (int(_number(path, size, "width", "<size>", fix)),
+              int(_number(path, size, "height", "<size>", fix)))
     boxes, labels = [], []
-    for obj in tree.findall("object"):
+    for n, obj in enumerate(tree.findall("object"), 1):
         name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise AnnotationError(f"{path}: <object> {n} has no <name>. {fix}")
         if name not in class_index:
-            raise ValueError(f"{path}: unknown object class {name!r}; "
-                             f"valid: {', '.join(VOC_CLASSES)}")
+            raise AnnotationError(f"{path}: <object> {n} has unknown class {name!r}; "
+                                  f"valid: {', '.join(VOC_CLASSES)}. {fix}")
+        where = f"<object> {n} ({name})"
         bb = obj.find("bndbox")
         if bb is None:
-            raise ValueError(f"{path}: object {name!r} has no <bndbox>")
-        boxes.append([float(bb.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")])
+            raise AnnotationError(f"{path}: {where} has no <bndbox>. {fix}")
+        boxes.append([_number(path, bb, k, f"{where} <bndbox>", fix)
+                      for k in ("xmin", "ymin", "xmax", "ymax")])
         labels.append(class_index[name])
     return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
             np.asarray(labels, dtype=np.int64), wh)
@@ -138,9 +172,10 @@ class VOC2007(DatasetSpec):
     def read_labels(self, root: Path, split: str, cfg: DataConfig) -> LabelSet:
         self._check_split(split)
         base = resolve_voc_dir(root)
+        fix = fix_hint("voc2007", root, VOC_GET)
         main = base / "ImageSets" / "Main"
-        ids = _read_id_list(main / f"{split}.txt")
-        targets = np.stack([_read_class_file(main / f"{c}_{split}.txt", ids)
+        ids = _read_id_list(main / f"{split}.txt", fix)
+        targets = np.stack([_read_class_file(main / f"{c}_{split}.txt", ids, fix)
                             for c in VOC_CLASSES], axis=1) if ids else \
             np.zeros((0, len(VOC_CLASSES)), np.int8)
         paths = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
@@ -148,7 +183,14 @@ class VOC2007(DatasetSpec):
                           image_paths=paths)
         if getattr(cfg, "read_boxes", True):
             index = {c: k for k, c in enumerate(VOC_CLASSES)}
-            parsed = [read_voc_xml(base / "Annotations" / f"{i}.xml", index) for i in ids]
+            xml = [base / "Annotations" / f"{i}.xml" for i in ids]
+            lost = next((i for i, p in zip(ids, xml) if not p.is_file()), None)
+            if lost is not None:  # a mismatch of the two archives, or Annotations not extracted
+                raise AnnotationError(
+                    f"{main / f'{split}.txt'} lists image {lost!r}, but {base / 'Annotations'} "
+                    f"has no {lost}.xml. Extract the Annotations of both VOC 2007 archives "
+                    f"(trainval and test) into one folder, or set data.read_boxes=false")
+            parsed = [read_voc_xml(p, index, fix) for p in xml]
             labels.boxes = [p[0] for p in parsed]
             labels.box_labels = [p[1] for p in parsed]
             labels.sizes = np.asarray([p[2] for p in parsed], dtype=np.int64).reshape(-1, 2)

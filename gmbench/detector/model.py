@@ -29,6 +29,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops import misc as misc_nn_ops
 
+from ..models.weights import hub_state_dict, load_weights_file
+
 FORMAT = "gmbench-detector/1"
 TORCHVISION_R50 = {"backbone": "resnet50", "fpn": True, "anchor_sizes": [32, 64, 128, 256, 512],
                    "aspect_ratios": [0.5, 1.0, 2.0], "representation_size": 1024,
@@ -50,7 +52,9 @@ def resnet_fpn(name: str, out_channels: int, trainable_layers: int, norm_layer,
     narrower one makes CPU training of small detectors affordable).
     """
     import torchvision
-    body = getattr(torchvision.models, name)(weights=weights, norm_layer=norm_layer)
+    body = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+    if weights is not None:  # a torchvision enum: read by gmbench, never unpickled
+        body.load_state_dict(hub_state_dict(weights))
     train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
     if trainable_layers == 5:
         train.append("bn1")
@@ -129,13 +133,8 @@ def read_detector_file(path) -> Tuple[Dict[str, torch.Tensor], dict]:
     if not p.is_file():
         raise FileNotFoundError(f"detector weights file {p} does not exist; train one with "
                                 f"`python -m gmbench detector train`, or pass 'coco' or 'none'")
-    try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # a pickle with arbitrary objects, or not a torch file at all
-        raise ValueError(f"weights file {p} cannot be loaded with weights_only=True ({e}); "
-                         f"pass a plain state dict or a file written by `gmbench detector train`") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"weights file {p} holds a {type(obj).__name__}, not a state dict")
+    obj = load_weights_file(p, "Pass a plain state dict or a file written by "
+                               "`gmbench detector train`.")
     if obj.get("format") == FORMAT:
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
         state = obj["state_dict"]

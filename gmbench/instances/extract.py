@@ -27,6 +27,7 @@ from torchvision.ops import batched_nms, boxes as box_ops
 
 from ..detector.model import (TORCHVISION_R50, arch_name, build_faster_rcnn, class_names_of,
                               load_into, read_detector_file)
+from ..models.weights import hub_state_dict
 from .cache import file_sha256
 
 _COCO_ENUM = "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"
@@ -63,14 +64,7 @@ def _weights_state(weights: str):
     if weights == "none":
         return None, {"arch": dict(TORCHVISION_R50)}, "random-init"
     if weights == "coco":
-        enum = FasterRCNN_ResNet50_FPN_Weights.COCO_V1
-        try:
-            state = enum.get_state_dict(progress=False)
-        except Exception as e:  # no internet and nothing in the hub cache
-            raise RuntimeError(
-                f"could not obtain torchvision weights {_COCO_ENUM} ({e}). Put the file "
-                f"{Path(enum.url).name} into {torch.hub.get_dir()}/checkpoints, pass "
-                f"--weights /path/to/that.pth, or --weights none (random, for tests)") from None
+        state = hub_state_dict(FasterRCNN_ResNet50_FPN_Weights.COCO_V1)
         return state, {"arch": dict(TORCHVISION_R50)}, f"torchvision:{_COCO_ENUM}"
     path = Path(weights).expanduser().resolve()
     state, meta = read_detector_file(path)

@@ -74,8 +74,7 @@ def detector_weights_file(model_cfg) -> Optional[Path]:
     if w == "none":
         return None
     if w == "coco":
-        import torch
         from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
-        name = Path(FasterRCNN_ResNet50_FPN_Weights.COCO_V1.url).name
-        return Path(torch.hub.get_dir()) / "checkpoints" / name
+        from ..models.weights import hub_weights_path
+        return hub_weights_path(FasterRCNN_ResNet50_FPN_Weights.COCO_V1)
     return Path(w).expanduser()

@@ -2,7 +2,7 @@
 
 ``pretrained``:
   * ``"imagenet"`` – torchvision's weight enum (``ResNet101_Weights.IMAGENET1K_V1`` …),
-    from the torch hub cache or a download; a clear error where neither works;
+    from the torch hub cache or a download, never unpickled (``gmbench.models.weights``);
   * a path to a local ``.pth`` state dict (loaded with ``weights_only=True``);
   * ``"none"`` – random init (the only choice on a machine with no internet).
 
@@ -20,6 +20,8 @@ import torch.nn as nn
 import torchvision
 from pydantic import AfterValidator
 
+from .weights import hub_state_dict, load_weights_file
+
 _DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
 _ENUMS = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights",
           101: "ResNet101_Weights", 152: "ResNet152_Weights"}
@@ -31,13 +33,11 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     if not p.is_file():
         raise FileNotFoundError(f"weights file {p} does not exist; pass an existing .pth "
                                 f"state dict, 'imagenet', or 'none'")
-    obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    obj = load_weights_file(p, "Pass a plain .pth state dict, 'imagenet', or 'none'.")
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"weights file {p} holds a {type(obj).__name__}, not a state dict")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -53,16 +53,7 @@ def build_resnet(depth: int = 101, pretrained: str = "none") -> Tuple[nn.Module,
     if pretrained == "none":
         source = "random-init"
     elif pretrained == "imagenet":
-        enum = getattr(torchvision.models, _ENUMS[depth]).IMAGENET1K_V1
-        try:
-            state = enum.get_state_dict(progress=False)
-        except Exception as e:  # no internet and nothing in the hub cache
-            raise RuntimeError(
-                f"could not obtain torchvision weights {_ENUMS[depth]}.IMAGENET1K_V1 ({e}). "
-                f"Put the file in the torch hub cache ({torch.hub.get_dir()}/checkpoints), "
-                f"pass a local file with pretrained=/path/to/weights.pth, "
-                f"or use pretrained=none") from None
-        net.load_state_dict(state)
+        net.load_state_dict(hub_state_dict(getattr(torchvision.models, _ENUMS[depth]).IMAGENET1K_V1))
         source = f"torchvision:{_ENUMS[depth]}.IMAGENET1K_V1"
     else:
         state = load_state_dict_file(pretrained)
