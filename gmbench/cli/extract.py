@@ -126,12 +126,15 @@ def run_extract(args) -> int:
 
 
 def _exit_code(e: BaseException, bad_input: tuple):
-    """A signal (128 + signum) and a damaged cache (1) first, as runtime failures;
-    then bad input (2); then the other failures gmbench explains (a full disk: 1)."""
+    """A signal (128 + signum), a damaged cache, malformed annotations and unusable weight
+    files (1) first, as runtime failures, as in ``run``; then bad input (2); then the other
+    failures gmbench explains (a full disk: 1)."""
     from gmbench.cli.core import runtime_error_code
+    from gmbench.data import AnnotationError
     from gmbench.instances import CacheError
+    from gmbench.models.weights import WeightsError
     from gmbench.utils.signals import Interrupted
-    if isinstance(e, (Interrupted, CacheError)):
+    if isinstance(e, (Interrupted, CacheError, AnnotationError, WeightsError)):
         return runtime_error_code(e)
     if isinstance(e, bad_input):
         return 2
