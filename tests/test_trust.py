@@ -184,18 +184,34 @@ def test_concurrent_appends_lose_nothing(tmp_path):
     assert sorted((r["worker"], r["i"]) for r in recs) == [(w, i) for w in range(4) for i in range(100)]
 
 
+HOLD = ("import sys; from pathlib import Path; from gmbench.utils.lock import FolderLock; "
+        "lock = FolderLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); "
+        "sys.stdin.readline(); lock.release()")
+
+
 def test_second_run_on_a_folder_names_the_holder_or_waits(tmp_path):
+    # The holder keeps the lock until told to let go: a real first run could finish before the
+    # second one has imported torch on a loaded machine (seen in CI), which proves nothing.
     suite, out = suite_file(tmp_path), tmp_path / "out"
-    first = popen(args(suite, out, **{"train.epochs": 3, "data.n_train": 48}))
-    lock = out / "t" / ".lock"
-    assert wait_for(lambda: lock.exists() and lock.read_text().strip(), first), first.communicate()
-    second = popen(args(suite, out, **{"train.epochs": 3, "data.n_train": 48}))
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 1 and f"pid {first.pid}" in err and "--wait" in err, err
-    waiting = popen(args(suite, out, **{"train.epochs": 3, "data.n_train": 48}) + ["--wait"])
-    assert first.wait(300) == 0
+    (out / "t").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / "t")], cwd=REPO, env=ENV,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = popen(args(suite, out))
+        _, err = second.communicate(timeout=300)
+        assert second.returncode == 1 and f"pid {holder.pid}" in err and "--wait" in err, err
+        assert not (out / "t" / "runs.jsonl").exists()
+        waiting = popen(args(suite, out) + ["--wait"])
+        time.sleep(1.0)
+        assert waiting.poll() is None  # queued behind the holder
+    finally:
+        holder.communicate("\n", timeout=60)  # let go
     o, e = waiting.communicate(timeout=300)
-    assert waiting.returncode == 0 and "1 of 1 runs already finished" in o, e[-1500:]
+    assert waiting.returncode == 0, e[-1500:]
+    again = popen(args(suite, out))
+    o, e = again.communicate(timeout=300)
+    assert again.returncode == 0 and "1 of 1 runs already finished" in o, e[-1500:]
     assert len(read_jsonl(out / "t" / "runs.jsonl")) == 1
 
 
