@@ -13,6 +13,7 @@ torch's layers differ from the authors' DETR-style code: docs/modern_baselines.m
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Dict, List, Literal, Optional
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gmbench.data.base import DataInfo
 from gmbench.models.backbone import BackboneName, build_backbone
-from gmbench.models.base import MLICModel, PerClassLinear
+from gmbench.models.base import MLICModel, PerClassLinear, at_least_f32
 from gmbench.registry import register_method
 
 
@@ -104,6 +105,15 @@ class QueryDecoderLayer(nn.TransformerDecoderLayer):
         return self.dropout2(out)
 
 
+def cpu_autocast_off(x: torch.Tensor):
+    """Autocast off, on CPU only, for the transformer layers: torch 2.2's fused inference
+    paths (encoder layer, self-attention) ignore CPU autocast and would meet bfloat16 tokens
+    with float32 weights. CUDA autocast skips those paths and keeps bfloat16 matmuls."""
+    if x.device.type == "cpu" and torch.is_autocast_cpu_enabled():
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
+
+
 def decoder_attention(model: nn.Module, batch: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
     """Run ``model`` on ``batch`` keeping every decoder layer's cross-attention
     [B, Q, L] (Q queries over L tokens); for maps and tests, not for training."""
@@ -145,9 +155,10 @@ class Query2Label(MLICModel):
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         f = self.proj(self.backbone(batch["image"]))                  # [B, d, h, w]
         b, d, h, w = f.shape
-        pos = sine_positions(h, w, d).to(f.device, f.dtype)
-        memory = self.encoder(f.flatten(2).transpose(1, 2) + pos)     # [B, L, d]
-        labels = self.decoder(self.queries.expand(b, -1, -1).to(memory.dtype), memory)  # [B, C, d]
+        tokens = at_least_f32(f).flatten(2).transpose(1, 2) + sine_positions(h, w, d).to(f.device)
+        with cpu_autocast_off(f):
+            memory = self.encoder(tokens)                                  # [B, L, d]
+            labels = self.decoder(self.queries.expand(b, -1, -1), memory)  # [B, C, d]
         return {"logits": self.classifier(labels)}
 
 
