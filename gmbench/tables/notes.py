@@ -143,7 +143,7 @@ def notes(t: Table, brief: bool = False) -> List[str]:
             out.append(f"{r['row']}: {_and(parts)} skipped as unreadable{where}.")
     sourced = [r for r in t.rows if r.get("pub_source")]
     if sourced:  # a table compiled from several papers cites each published row
-        out.append("Published rows: " + "; ".join(f"{r['row']}: {r['pub_source']}"
+        out.append("Published rows: " + "; ".join(f"{r['name']}: {r['pub_source']}"
                                                   for r in sourced) + ".")
     spread = spread_note(t, brief)
     if spread:
