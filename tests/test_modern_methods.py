@@ -156,3 +156,25 @@ def test_ml_decoder_queries_and_groups(settings, k, g):
     assert not any(".self_attn." in n for n, _ in model.named_parameters())  # cross-attention only
     with pytest.raises(ValueError, match="not both"):
         MLDecoderConfig(num_queries=2, group_factor=2)
+
+
+# ---------------------------------------------------------------- the recipes' loss reduction
+
+
+def test_sum_reduction_is_the_sum_over_valid_entries():
+    from gmbench import config as C
+    from gmbench import recipes
+    from gmbench.recipes.losses import asymmetric_loss
+    logits = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([[1.0, 0, -1, 0], [0, 1, 1, -1], [0, 0, 0, 1]])
+    out, batch = {"logits": logits}, {"target": target}
+    mean = recipes.build_loss(C.LossConfig(name="asl"), None)(out, batch)
+    total = recipes.build_loss(C.LossConfig(name="asl", reduction="sum"), None)(out, batch)
+    assert total.item() == pytest.approx(10 * mean.item(), rel=1e-6)     # 10 valid entries
+    one = [asymmetric_loss(logits[i:i + 1, j:j + 1], target[i:i + 1, j:j + 1], 4.0, 0.0, 0.05)
+           for i in range(3) for j in range(4) if target[i, j] >= 0]
+    assert total.item() == pytest.approx(float(sum(one)), rel=1e-5)
+    with pytest.raises(ValueError, match="named loss"):
+        C.LossConfig(reduction="sum")
+    for name in ("asl", "ml_decoder", "q2l"):
+        assert C.validate(C.compose(name, "synthetic")).loss.reduction == "sum"
