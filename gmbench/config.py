@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .detector.config import DetectorTrainConfig
 from .registry import DATASETS, METHODS, UnknownNameError
@@ -49,11 +49,21 @@ class LossConfig(_Strict):
     gamma: float = Field(2.0, ge=0)        # focal γ
     alpha: Optional[float] = Field(None, ge=0, le=1)  # focal positive weight (None: unweighted)
     beta: Optional[float] = Field(None, ge=0)  # weighted_bce β (None: the method's model.beta or 0.4)
+    # sum: over the batch's valid entries, as ASL's code; with Adam's coupled L2 weight decay
+    # the reduction sets how strong the decay is against the loss gradient
+    reduction: Literal["mean", "sum"] = "mean"
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _registered("loss", v, extra=("default",))
+
+    @model_validator(mode="after")
+    def _reduction_of_a_named_loss(self):
+        if self.reduction == "sum" and self.name == "default":
+            raise ValueError("loss.reduction=sum applies to a named loss (bce, asl, focal, "
+                             "weighted_bce); a method's own loss sets its reduction itself")
+        return self
 
 
 class OptimConfig(_Strict):

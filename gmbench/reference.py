@@ -24,6 +24,13 @@ class PublishedRow(BaseModel):
     name: str
     cite: Optional[str] = None        # as printed next to the name, e.g. "Chen et al., 2019b"
     values: List[Optional[float]]     # percentages in column order; None = not reported
+    # Tables compiled from several papers (results/reference/modern_mlic.yaml) say per row
+    # where its numbers come from and what they were measured with; a paper's own table
+    # has them once, in the table's `source` and the paper's text.
+    source: Optional[str] = None      # e.g. "github:Alibaba-MIIL/ASL@8c9e0bd MODEL_ZOO.md"
+    backbone: Optional[str] = None    # as the source names it, e.g. "TResNet-L"
+    input_size: Optional[int] = None  # square input side in pixels at test time
+    pretraining: Optional[str] = None  # only where the source states it
 
     @property
     def display(self) -> str:

@@ -194,7 +194,27 @@ def _side_files(cfg: C.RunConfig) -> List[tuple]:
     weights = detector_weights_file(m)
     if weights is not None:
         out.append(("online detector weights", weights))
+    trunk = trunk_weights_file(m)
+    if trunk is not None:
+        out.append(("backbone weights", trunk))
     return out
+
+
+def trunk_weights_file(m) -> Optional[Path]:
+    """The file a method's trunk starts from: a path in ``model.pretrained``, or torchvision's
+    ImageNet file in the hub cache for ``imagenet``; None for random init and for GM-MLIC
+    outside e2e mode (it has no trunk of its own there)."""
+    pre = getattr(m, "pretrained", "none")
+    if pre == "none" or getattr(m, "features", "e2e") != "e2e":
+        return None
+    if pre != "imagenet":
+        return Path(pre).expanduser()
+    if getattr(m, "backbone", None) or getattr(m, "depth", None) is None:
+        return None  # timm trunks take a file; build_timm names the error
+    import torch
+    import torchvision
+    enum = getattr(torchvision.models, f"ResNet{m.depth}_Weights").IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
 
 
 def chance_map(targets) -> float:

@@ -27,7 +27,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 PAPER = Path(os.environ.get("GMBENCH_PAPER_TEXT", "/work/shared/gm-mlic-paper.txt"))
 TABLES = ["voc_table1", "coco_table2", "nuswide_table3", "ablation_table4"]
 FIGURES = ["fig4_instances", "fig4_modules"]
-SUITES = TABLES + FIGURES + ["gpu_coco_synthetic"]
+MODERN = ["coco_modern", "voc_modern"]   # more checks: tests/test_modern_suites.py
+SUITES = TABLES + FIGURES + MODERN + ["gpu_coco_synthetic"]
 SECTION_4_2 = {"optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.9,
                "optim.weight_decay": 1e-4, "optim.scheduler": "step", "optim.step_size": 30,
                "optim.gamma": 0.1, "data.image_size": 448, "data.train_transform": "mlgcn"}
@@ -105,6 +106,11 @@ def test_dry_run_lists_the_files_without_data(name, tmp_path, monkeypatch, capsy
         "nuswide_table3": ["data/nuswide/ImageList/TestImagelist.txt",
                            "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (online detector weights)"],
         "gpu_coco_synthetic": [".cache/gpu_coco_synthetic/train-boxes-m35/manifest.json"],
+        "coco_modern": ["data/coco2014/annotations/instances_val2014.json",
+                        "resnet101-63fe2227.pth  (backbone weights)",
+                        "weights/tresnet_l.safetensors  (backbone weights)",
+                        "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (online detector weights)"],
+        "voc_modern": ["weights/tresnet_xl.safetensors  (backbone weights)"],
     }.get(name, [])
     for p in paths:
         assert any(line.strip().startswith("MISSING") and p in line
@@ -252,7 +258,7 @@ def _csv(d: Path):
     return list(csv.DictReader(io.StringIO((d / "table.csv").read_text())))
 
 
-@pytest.mark.parametrize("name", TABLES)
+@pytest.mark.parametrize("name", TABLES + MODERN)
 def test_csv_numbers_against_numpy_and_the_reference(name, rendered):
     d, values = rendered[name]
     suite = runner.load_suite(name)

@@ -56,6 +56,22 @@ class Float32Linear(nn.Linear):
             return F.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
 
 
+class PerClassLinear(nn.Module):
+    """One weight vector and bias per class, in (at least) float32 like ``Float32Linear``:
+    h [B, C, d] → logits [B, C], logit_c = w_c · h_c + b_c (heads with a vector per class).
+    Init as nn.Linear(d, 1) would give each class: U(±1/√d)."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        bound = 1.0 / dim ** 0.5
+        self.weight = nn.Parameter(torch.empty(num_classes, dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        with no_autocast(h):
+            return (at_least_f32(h) * at_least_f32(self.weight)).sum(-1) + at_least_f32(self.bias)
+
+
 def masked_bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean BCE over entries whose target is not -1. [B, C] → scalar."""
     mask = (target >= 0).to(logits.dtype)

@@ -2,8 +2,10 @@
 
 Every loss takes logits [B, C] and targets [B, C] in {1, 0, -1}, ignores the -1 entries
 and averages over the rest (mean reduction everywhere, so learning rates carry over
-between losses; ASL's paper sums, which only rescales the gradient). ``build_loss`` runs
-the loss in float32 outside autocast, whatever the forward pass ran in.
+between losses). ``loss.reduction: sum`` sums instead, as ASL's code does: for SGD or
+AdamW only a rescaled gradient, but with Adam's coupled L2 weight decay (ASL, ML-Decoder)
+it sets the decay's weight against the loss. ``build_loss`` runs the loss in float32
+outside autocast, whatever the forward pass ran in.
 
 ``loss.name: default`` is the method's own ``model.loss(out, batch)``; its registered name
 is the model's ``default_loss`` attribute (``bce`` unless the method says otherwise).
@@ -89,6 +91,9 @@ def build_loss(cfg, model) -> Callable[[Dict[str, torch.Tensor], Dict[str, torch
     else:
         core = LOSSES.get(cfg.name).fn(cfg, model)
         fn = lambda out, batch: core(out["logits"].float(), batch["target"])  # noqa: E731
+        if getattr(cfg, "reduction", "mean") == "sum":  # the mean × the entries it averaged
+            mean_fn = fn
+            fn = lambda out, batch: mean_fn(out, batch) * (batch["target"] >= 0).sum().clamp(min=1)  # noqa: E731
 
     def loss(out, batch):
         dev = out["logits"].device.type

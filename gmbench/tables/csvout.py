@@ -46,7 +46,8 @@ def to_csv(t: Table) -> str:
                 vals.append(_csv_delta(r["delta"].get(c)))
         lead = [r["name"] if pub else r["row"]]
         if ref:
-            lead += [t.published.short_source if pub else "gmbench", r.get("cite", ""),
+            lead += [(r.get("pub_source") or t.published.short_source) if pub else "gmbench",
+                     r.get("cite", ""),
                      r["reference"] or ""]
         w.writerow(lead + [r["method"], r["dataset"], "" if pub else len(r["seeds"]),
                            "" if pub else t.select] + vals)

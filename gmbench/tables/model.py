@@ -225,7 +225,7 @@ def build_table(records: List[dict], select: Optional[str] = None) -> Table:
             published_rows.append({
                 "row": pr.display, "method": "", "dataset": "+".join(np.atleast_1d(pub.dataset)),
                 "seeds": [], "source": "published", "reference": None, "delta": {},
-                "name": pr.name, "cite": pr.cite or "", "samples": {},
+                "name": pr.name, "cite": pr.cite or "", "pub_source": pr.source, "samples": {},
                 "protocol": {"test_annotations": False, "overlap": []}, "skipped": {},
                 "values": {c: (float("nan") if pub.value(pr.name, c) is None
                                else pub.value(pr.name, c), None) for c in cols}})
