@@ -20,7 +20,7 @@ PRESETS = {
                   "anchor_sizes": [8, 16, 24, 32, 48], "fpn_channels": 64,
                   "representation_size": 256, "box_batch_size_per_image": 32,
                   "rpn_batch_size_per_image": 128, "batch_size": 16, "epochs": 4,
-                  "lr": 0.02, "lr_steps": [3], "warmup_iters": 50, "num_threads": 1},
+                  "lr": 0.02, "lr_steps": [3], "warmup_iters": 50, "num_threads": None},
     "paper": {},  # torchvision's defaults: ResNet-50-FPN, ImageNet trunk, 800/1333, 1x schedule
 }
 
