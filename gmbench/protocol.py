@@ -130,10 +130,10 @@ def describe_protocol(cfg, model=None) -> Dict[str, Any]:
     needs_boxes = getattr(model, "needs_boxes", features is not None)
     online = features == "online"
     if online or (features == "cache" and getattr(m, "instance_source", None) == "detector"):
-        if getattr(cfg, "detector", None) is not None and not online:
-            det = _trained_detector(cfg)
-        elif online:
+        if online:
             det = _public_detector(cfg, _online_weights(cfg, model))
+        elif getattr(cfg, "detector", None) is not None:
+            det = _trained_detector(cfg)
         else:
             det = _public_detector(cfg, _cache_weights(cfg, model))
         sup = None
