@@ -19,10 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .detector.config import DetectorTrainConfig
 from .registry import DATASETS, METHODS, UnknownNameError
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the CLI prints it and exits with code 2."""
+from .errors import ConfigError  # noqa: F401  (re-exported: raised here)
 
 
 class _Strict(BaseModel):

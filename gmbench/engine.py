@@ -22,10 +22,7 @@ from .data.dataset import collate
 from .models.base import MLICModel
 from .utils import dist, signals, tracking
 from .utils.signals import Interrupted  # noqa: F401  (re-exported: the engine raises it)
-
-
-class TrainingDiverged(RuntimeError):
-    pass
+from .errors import TrainingDiverged  # noqa: F401  (re-exported: raised here)
 
 
 def stop_requested() -> bool:

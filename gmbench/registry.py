@@ -14,13 +14,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Type
-
-
-class UnknownNameError(KeyError):
-    """An unknown registry name; the message lists the valid choices."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
+from .errors import UnknownNameError  # noqa: F401  (re-exported: raised here)
 
 
 def suggest(name: str, choices) -> str:

@@ -14,7 +14,7 @@ from typing import Dict, List, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import ConfigError
+from ..errors import AnnotationError, ConfigError  # noqa: F401  (AnnotationError: re-exported)
 
 
 @dataclass
@@ -153,11 +153,6 @@ def require_folder(root: str, why: str) -> Path:
         what = "is not a folder" if path.exists() else "does not exist"
         raise ConfigError(f"config key 'data.root': {path} {what}; {why}")
     return path
-
-
-class AnnotationError(ValueError):
-    """An annotation file that exists but cannot be parsed: names the file, the entry and
-    what is wrong. A data problem found while reading (the CLI exits 1)."""
 
 
 def fix_hint(dataset: str, root, get_again: str) -> str:

@@ -12,10 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
 
 from .base import LabelSet
-
-
-class BadImageError(RuntimeError):
-    pass
+from ..errors import BadImageError  # noqa: F401  (re-exported: raised here)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..registry import register_dataset
 from ..utils.io import atomic_write_json
 from .base import MIN_IMAGE_SIZE, DataConfig, DatasetSpec, LabelSet, require_folder

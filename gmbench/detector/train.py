@@ -25,10 +25,7 @@ from ..data.base import LabelSet
 from ..utils.io import atomic_write_json
 from .config import DetectorTrainConfig, config_digest
 from .model import arch_name, build_faster_rcnn, save_detector_file
-
-
-class NoBoxesError(ValueError):
-    """The dataset/split has no box annotations to train a detector on."""
+from ..errors import NoBoxesError  # noqa: F401  (re-exported: raised here)
 
 
 def require_boxes(labels: LabelSet, dataset: str, split: str) -> None:

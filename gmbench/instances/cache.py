@@ -34,14 +34,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..utils.io import atomic_numpy_save, atomic_write_json
+from ..errors import CacheError  # noqa: F401  (re-exported: raised here)
 
 FORMAT = "gmbench-instances/1"
 ARRAYS = ("feat", "boxes_px", "boxes", "labels", "scores", "offsets", "sizes")
 _PER_INSTANCE = ("feat", "boxes_px", "boxes", "labels", "scores")
-
-
-class CacheError(ValueError):
-    """A cache directory that is missing, incomplete, corrupt or for other data."""
 
 
 def ids_digest(image_ids: Sequence[str]) -> str:

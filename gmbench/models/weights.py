@@ -31,14 +31,11 @@ from typing import Dict, Optional
 from urllib.parse import urlparse
 
 import torch
+from ..errors import WeightsError  # noqa: F401  (re-exported: raised here)
 
 # torch.hub's HASH_REGEX, restricted to a prefix long enough to mean something
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 _verified: Dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so rows hash once
-
-
-class WeightsError(RuntimeError):
-    """A weights file that cannot be trusted or read (a runtime failure: the CLI exits 1)."""
 
 
 def hub_weights_path(enum) -> Path:

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .fmt import delta, is_nan, split_col
+from ..errors import TableError  # noqa: F401  (re-exported: raised here)
 
 SELECTIONS = ("final", "best")
 # dataset config name → how a paper names it (captions and notes print no config names)
@@ -35,10 +36,6 @@ DISPLAY = {"voc2007": "VOC 2007", "coco2014": "MS-COCO", "nuswide": "NUS-WIDE",
 
 # headers of the columns that are not metrics (a reader does not know gmbench's keys)
 HEADERS = {"epoch_s": "s/epoch", "chance mAP": "chance mAP"}
-
-
-class TableError(ValueError):
-    """Records that cannot be tabulated as asked (a clear message; the CLI exits 2)."""
 
 
 def dataset_name(ds: str) -> str:
