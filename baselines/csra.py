@@ -19,11 +19,12 @@ from typing import Dict, List, Literal, Optional, Union
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import BackboneName, build_backbone
+from gmbench.models.backbone import build_backbone
 from gmbench.models.base import MLICModel, at_least_f32, no_autocast
+from gmbench.models.trunk import TrunkConfig
 from gmbench.registry import register_method
 
 # The authors' code: temperatures per number of heads (its 99 stands for ∞).
@@ -34,14 +35,9 @@ HEAD_TEMPERATURES = {1: [1.0], 2: [1.0, math.inf], 4: [1.0, 2.0, 4.0, math.inf],
 Temperature = Union[Literal["inf"], float]
 
 
-class CSRAConfig(BaseModel):
-    """The ``model:`` block of ``csra``."""
-    model_config = ConfigDict(extra="forbid")
-
+class CSRAConfig(TrunkConfig):
+    """The ``model:`` block of ``csra`` (trunk keys: ``gmbench.models.trunk``)."""
     name: Literal["csra"] = "csra"
-    depth: Literal[18, 34, 50, 101, 152] = 101
-    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
-    pretrained: str = "none"
     lam: float = Field(0.1, ge=0.0)   # λ: 0.1 VOC 2007 (1 head), 0.5 MS-COCO (4 heads)
     heads: Literal[1, 2, 4, 6, 8] = 1
     # Explicit temperatures, one head each ("inf" or .inf = max pooling); replaces `heads`'

@@ -13,23 +13,19 @@ from typing import Dict, Literal
 
 import numpy as np
 import torch
-import torch.nn as nn
-from pydantic import BaseModel, ConfigDict
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import BackboneName, build_backbone
+from gmbench.models.backbone import build_backbone
 from gmbench.models.base import Float32Linear, MLICModel
+from gmbench.models.trunk import Depth, TrunkConfig
 from gmbench.registry import register_method
 
 
-class ExampleMeanPoolConfig(BaseModel):
-    """The ``model:`` block of ``example_mean_pool``."""
-    model_config = ConfigDict(extra="forbid")
-
+class ExampleMeanPoolConfig(TrunkConfig):
+    """The ``model:`` block of ``example_mean_pool``: the trunk keys of every method with a
+    trunk (depth, backbone, pretrained; ``gmbench.models.trunk``) plus its own."""
     name: Literal["example_mean_pool"] = "example_mean_pool"
-    depth: Literal[18, 34, 50, 101, 152] = 18
-    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
-    pretrained: str = "none"
+    depth: Depth = 18
     prior_bias: bool = True
 
 

@@ -3,7 +3,9 @@ to the spatial tokens, then group decoding.
 
     image [B, 3, H, W] → trunk → f [B, D, h, w] → tokens [B, L, D]
     ReLU(Linear(D → d)) → memory [B, L, d]
-    K queries [K, d] → decoder layers without self-attention (cross-attention + FFN) → [B, K, d]
+    K queries [K, d] → decoder layers (``gmbench.models.query_decoder.MLDecoderLayer``):
+        t ← LN(t + Dropout(t)) in the self-attention's place, t ← LN(t + MHA(t, memory, memory)),
+        then the feed-forward block; t starts as the queries → [B, K, d]
     group fully connected: query k owns classes k·g … k·g + g − 1, g = ⌈C / K⌉,
         logit_{k·g + j} = h_k · W[k, :, j] + b_{k·g + j}   → [B, K·g] → first C → logits [B, C]
 
@@ -19,24 +21,19 @@ from typing import Dict, Literal, Optional
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import BackboneName, build_backbone
+from gmbench.models.backbone import build_backbone
 from gmbench.models.base import MLICModel, at_least_f32, no_autocast
+from gmbench.models.query_decoder import LayerStack, MLDecoderLayer
+from gmbench.models.trunk import TrunkConfig
 from gmbench.registry import register_method
 
-from .q2l import QueryDecoderLayer
 
-
-class MLDecoderConfig(BaseModel):
-    """The ``model:`` block of ``ml_decoder``."""
-    model_config = ConfigDict(extra="forbid")
-
+class MLDecoderConfig(TrunkConfig):
+    """The ``model:`` block of ``ml_decoder`` (trunk keys: ``gmbench.models.trunk``)."""
     name: Literal["ml_decoder"] = "ml_decoder"
-    depth: Literal[18, 34, 50, 101, 152] = 101
-    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
-    pretrained: str = "none"
     num_queries: Optional[int] = Field(None, ge=1)   # K; None: min(100, C) unless group_factor
     group_factor: Optional[int] = Field(None, ge=1)  # g; K = ⌈C / g⌉
     embed_dim: int = Field(768, ge=1)                # d
@@ -82,8 +79,8 @@ class GroupFC(nn.Module):
 
 
 class MLDecoder(MLICModel):
-    """forward(batch) → {"logits": [B, C]}; ``q2l.decoder_attention(model, batch)`` gives
-    the cross-attention [B, K, L] of each layer."""
+    """forward(batch) → {"logits": [B, C]}; ``gmbench.models.query_decoder.decoder_attention``
+    gives the cross-attention [B, K, L] of each layer."""
 
     def __init__(self, cfg: MLDecoderConfig, info: DataInfo):
         super().__init__()
@@ -91,8 +88,8 @@ class MLDecoder(MLICModel):
         c, k, d = info.num_classes, cfg.queries_for(info.num_classes), cfg.embed_dim
         self.embed = nn.Linear(width, d)
         self.queries = nn.Parameter(torch.randn(k, d), requires_grad=cfg.learn_queries)
-        layer = QueryDecoderLayer(d, cfg.heads, cfg.ffn_dim, cfg.dropout, self_attention=False)
-        self.decoder = nn.TransformerDecoder(layer, cfg.layers)
+        self.decoder = LayerStack(lambda: MLDecoderLayer(d, cfg.heads, cfg.ffn_dim, cfg.dropout),
+                                  cfg.layers)
         self.group_fc = GroupFC(k, d, c)
         self.record = {**record, "num_queries": k, "group_factor": self.group_fc.group,
                        "embed_dim": d, "learn_queries": cfg.learn_queries}

@@ -16,22 +16,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import BackboneName, build_backbone
-from gmbench.models.base import MLICModel, float32_matmul
+from gmbench.models.backbone import build_backbone
+from gmbench.models.base import MLICModel, float32_matmul, no_autocast
+from gmbench.models.label_graph import check_side_info, conditional_probability
+from gmbench.models.trunk import TrunkConfig
 from gmbench.registry import register_method
 
 
-class MLGCNConfig(BaseModel):
-    """The ``model:`` block of ``ml_gcn``."""
-    model_config = ConfigDict(extra="forbid")
-
+class MLGCNConfig(TrunkConfig):
+    """The ``model:`` block of ``ml_gcn`` (trunk keys: ``gmbench.models.trunk``)."""
     name: Literal["ml_gcn"] = "ml_gcn"
-    depth: Literal[18, 34, 50, 101, 152] = 101
-    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
-    pretrained: str = "none"
     # GMP is part of the method (authors' README); "avg" gives the GAP ablation.
     pool: Literal["max", "avg"] = "max"
     hidden_dim: int = Field(1024, ge=1)
@@ -40,37 +37,6 @@ class MLGCNConfig(BaseModel):
     # paper: re-weighting with p (Eq. 7); reference: the authors' code (0.25 / column sums + I).
     adj_variant: Literal["paper", "reference"] = "paper"
     leaky_slope: float = Field(0.2, ge=0.0)
-
-
-def check_side_info(info: DataInfo, method: str) -> None:
-    """Clear errors for side information whose shapes do not match the classes."""
-    c = info.num_classes
-    emb, co, counts = (np.asarray(info.word_embeddings), np.asarray(info.cooccurrence),
-                       np.asarray(info.class_counts))
-    if emb.ndim != 2 or emb.shape[0] != c:
-        raise ValueError(f"{method}: DataInfo.word_embeddings has shape {emb.shape}, expected "
-                         f"[{c}, D] (one row per class); rebuild the side-information cache")
-    if co.shape != (c, c) or counts.shape != (c,):
-        raise ValueError(f"{method}: DataInfo.cooccurrence {co.shape} / class_counts "
-                         f"{counts.shape} do not match {c} classes; rebuild the side-information cache")
-
-
-def conditional_probability(cooccurrence: np.ndarray, class_counts: np.ndarray) -> np.ndarray:
-    """P [C, C] with P[i, j] = P(L_j | L_i) = cooc[i, j] / count[i] on the training split.
-
-    The diagonal is set to 0 (self-loops are added by each method's own rule) and the
-    rows of classes with no training image are 0 (no evidence, so no edges).
-    """
-    co = np.asarray(cooccurrence, dtype=np.float64)
-    n = np.asarray(class_counts, dtype=np.float64)
-    if co.ndim != 2 or co.shape[0] != co.shape[1] or n.shape != (co.shape[0],):
-        raise ValueError(f"cooccurrence must be [C, C] and class_counts [C]; "
-                         f"got {co.shape} and {n.shape}")
-    if (co < 0).any() or (n < 0).any():
-        raise ValueError("cooccurrence and class_counts must be non-negative counts")
-    prob = np.divide(co, n[:, None], out=np.zeros_like(co), where=n[:, None] > 0)
-    np.fill_diagonal(prob, 0.0)
-    return prob
 
 
 def mlgcn_adjacency(cooccurrence: np.ndarray, class_counts: np.ndarray, tau: float = 0.4,
@@ -125,9 +91,12 @@ class MLGCN(MLICModel):
             "adjacency_edges": edges, "embeddings": info.embedding_source}
 
     def label_classifiers(self) -> torch.Tensor:
-        """GCN output W [C, D]: H1 = LeakyReLU(Â E W1), W = Â H1 W2."""
-        h = F.leaky_relu(self.adj @ self.gc1(self.embeddings), self.slope)
-        return self.adj @ self.gc2(h)
+        """GCN output W [C, D]: H1 = LeakyReLU(Â E W1), W = Â H1 W2, in float32 also under
+        autocast: bfloat16 would round every classifier, so float32 logits computed from
+        them still tie (4 tied scores where float32 has 1, on 64 images × 20 classes)."""
+        with no_autocast(self.embeddings):
+            h = F.leaky_relu(self.adj @ self.gc1(self.embeddings), self.slope)
+            return self.adj @ self.gc2(h)
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         fmap = self.backbone(batch["image"])

@@ -1,49 +1,64 @@
-"""``q2l``: Query2Label (Liu et al., 2021), label queries read the feature map through a
-transformer decoder (``torch.nn.TransformerDecoder``).
+"""``q2l``: Query2Label (Liu et al., 2021) as its authors built it on DETR: label queries
+read the feature map through a transformer decoder.
 
-    image [B, 3, H, W] → trunk → f [B, D, h, w]
-    1×1 projection D → d (identity when d = D, the authors' default) → tokens [B, L, d]
-    + 2-D sine positions [L, d] → encoder (``encoder_layers``, may be 0) → memory [B, L, d]
-    learned label queries [C, d] → decoder (``decoder_layers``) over memory → [B, C, d]
-    per-class linear (one weight vector and bias per class) → logits [B, C]
+    image [B, 3, H, W] → trunk (FrozenBatchNorm, stem + layer1 frozen) → f [B, D, h, w]
+    1×1 projection D → d (identity when d = D, the authors' default) → tokens s [B, L, d]
+    2-D sine positions p [L, d]; encoder (``encoder_layers``, may be 0):
+        s ← LN(s + MHA(s + p, s + p, s)), then the feed-forward block → memory [B, L, d]
+    label embeddings q [C, d]; decoder state t = 0 [B, C, d]; per layer
+        t ← LN(t + MHA(t + q, memory + p, memory)), then the feed-forward block
+    final LayerNorm → [B, C, d] → per-class linear (one vector and bias per class) → logits [B, C]
 
+Positions reach queries and keys only, never values; the label embedding is re-added to the
+queries in every layer. The decoder has no self-attention and no LayerNorm₁ unless
+``self_attention: true`` (the paper's text). Transformer weight matrices are xavier-uniform.
 d = ``hidden_dim`` (None: the trunk's width, 2048 for ResNet-101), ``heads`` attention heads,
-feed-forward width ``ffn_dim`` (None: 4·d, the authors' 8192 at d = 2048). Choices where
-torch's layers differ from the authors' DETR-style code: docs/modern_baselines.md.
+feed-forward width ``ffn_dim`` (None: 4·d; the authors' COCO command uses 8192 at d = 2048).
+The layers: ``gmbench.models.query_decoder``; the trunk's freezing: ``gmbench.models.trunk``.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Dict, List, Literal, Optional
+from typing import Dict, Literal, Optional
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import BackboneName, build_backbone
 from gmbench.models.base import MLICModel, PerClassLinear, at_least_f32
+from gmbench.models.query_decoder import (DETRDecoderLayer, DETREncoderLayer, LayerStack,
+                                          decoder_attention, xavier_init)
+from gmbench.models.trunk import FreezeStages, FrozenBNTrunkConfig, FrozenStagesMixin, build_trunk
 from gmbench.registry import register_method
 
+__all__ = ["Q2LConfig", "Query2Label", "decoder_attention", "sine_positions"]
 
-class Q2LConfig(BaseModel):
-    """The ``model:`` block of ``q2l``."""
-    model_config = ConfigDict(extra="forbid")
 
+class Q2LConfig(FrozenBNTrunkConfig):
+    """The ``model:`` block of ``q2l`` (trunk keys: ``gmbench.models.trunk``)."""
     name: Literal["q2l"] = "q2l"
-    depth: Literal[18, 34, 50, 101, 152] = 101
-    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
-    pretrained: str = "none"
+    # The authors' trunk: FrozenBatchNorm2d throughout, stem + layer1 without gradient.
+    frozen_bn: bool = True
+    freeze_backbone: FreezeStages = "below_layer2"
     hidden_dim: Optional[int] = Field(None, ge=2)   # None: the trunk's width, no projection
     heads: int = Field(4, ge=1)
     encoder_layers: int = Field(1, ge=0)
     decoder_layers: int = Field(2, ge=1)
     ffn_dim: Optional[int] = Field(None, ge=1)      # None: 4 · hidden_dim
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    # False: the queries skip self-attention (the authors' code default); True: torch's
-    # full decoder layer, self-attention among the label queries first (the paper's text).
+    # False: the queries skip self-attention (the authors' code default); True: DETR's full
+    # decoder layer, self-attention among the label queries first (the paper's text).
     self_attention: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timm_trunk_defaults(cls, data):
+        # The authors freeze BatchNorm only in their torchvision ResNets (TResNet trains its
+        # own), and freeze_backbone names ResNet stages: both default to off for timm trunks.
+        if isinstance(data, dict) and data.get("backbone"):
+            data = {"frozen_bn": False, "freeze_backbone": "none", **data}
+        return data
 
 
 def sine_positions(h: int, w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -68,84 +83,24 @@ def sine_positions(h: int, w: int, dim: int, temperature: float = 10000.0) -> to
                      dim=-1).reshape(h * w, dim)
 
 
-class _NoSelfAttention(nn.Module):
-    """Stands in for ``self_attn``: nn.TransformerDecoder reads ``self_attn.batch_first``."""
-    batch_first = True
-
-
-class QueryDecoderLayer(nn.TransformerDecoderLayer):
-    """torch's post-norm decoder layer (batch first) that can skip self-attention among the
-    queries and keep its cross-attention weights.
-
-    With ``self_attention=False`` the first sub-block is x ← LayerNorm(x), so no weights sit
-    unused. With ``keep_attention = True`` each forward stores ``attention`` [B, Q, L]: the
-    cross-attention of each query over the memory tokens, averaged over heads.
-    """
-
-    def __init__(self, d_model: int, heads: int, ffn_dim: int, dropout: float,
-                 self_attention: bool = True):
-        super().__init__(d_model, heads, ffn_dim, dropout, batch_first=True)
-        self.self_attention = self_attention
-        if not self_attention:
-            self.self_attn = _NoSelfAttention()
-        self.keep_attention = False
-        self.attention: Optional[torch.Tensor] = None
-
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
-        if not self.self_attention:
-            return torch.zeros_like(x)
-        return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
-
-    def _mha_block(self, x, mem, attn_mask, key_padding_mask, is_causal=False):
-        out, weights = self.multihead_attn(x, mem, mem, attn_mask=attn_mask,
-                                           key_padding_mask=key_padding_mask, is_causal=is_causal,
-                                           need_weights=self.keep_attention)
-        if self.keep_attention:
-            self.attention = weights
-        return self.dropout2(out)
-
-
-def cpu_autocast_off(x: torch.Tensor):
-    """Autocast off, on CPU only, for the transformer layers: torch 2.2's fused inference
-    paths (encoder layer, self-attention) ignore CPU autocast and would meet bfloat16 tokens
-    with float32 weights. CUDA autocast skips those paths and keeps bfloat16 matmuls."""
-    if x.device.type == "cpu" and torch.is_autocast_cpu_enabled():
-        return torch.autocast("cpu", enabled=False)
-    return contextlib.nullcontext()
-
-
-def decoder_attention(model: nn.Module, batch: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
-    """Run ``model`` on ``batch`` keeping every decoder layer's cross-attention
-    [B, Q, L] (Q queries over L tokens); for maps and tests, not for training."""
-    layers = [m for m in model.modules() if isinstance(m, QueryDecoderLayer)]
-    for layer in layers:
-        layer.keep_attention = True
-    try:
-        model(batch)
-        return [layer.attention for layer in layers]
-    finally:
-        for layer in layers:
-            layer.keep_attention, layer.attention = False, None
-
-
-class Query2Label(MLICModel):
+class Query2Label(FrozenStagesMixin, MLICModel):
     """forward(batch) → {"logits": [B, C]}; ``decoder_attention(model, batch)`` gives the maps."""
 
     def __init__(self, cfg: Q2LConfig, info: DataInfo):
         super().__init__()
-        self.backbone, width, record = build_backbone(cfg)
+        self.backbone, width, self.n_frozen, record = build_trunk(cfg)
         d = cfg.hidden_dim or width
         if d % cfg.heads or d % 2:
             raise ValueError(f"q2l: hidden_dim {d} must be even and divisible by heads={cfg.heads}")
         ffn = cfg.ffn_dim or 4 * d
         self.proj = nn.Identity() if d == width else nn.Conv2d(width, d, kernel_size=1)
-        if cfg.encoder_layers:
-            enc = nn.TransformerEncoderLayer(d, cfg.heads, ffn, cfg.dropout, batch_first=True)
-            self.encoder = nn.TransformerEncoder(enc, cfg.encoder_layers, enable_nested_tensor=False)
-        else:
-            self.encoder = nn.Identity()
-        layer = QueryDecoderLayer(d, cfg.heads, ffn, cfg.dropout, cfg.self_attention)
-        self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers, norm=nn.LayerNorm(d))
+        self.encoder = LayerStack(lambda: DETREncoderLayer(d, cfg.heads, ffn, cfg.dropout),
+                                  cfg.encoder_layers)
+        self.decoder = LayerStack(lambda: DETRDecoderLayer(d, cfg.heads, ffn, cfg.dropout,
+                                                           cfg.self_attention),
+                                  cfg.decoder_layers, norm=nn.LayerNorm(d))
+        xavier_init(self.encoder)
+        xavier_init(self.decoder)
         self.queries = nn.Parameter(torch.randn(info.num_classes, d))  # nn.Embedding's init
         self.classifier = PerClassLinear(info.num_classes, d)
         self.record = {**record, "hidden_dim": d, "heads": cfg.heads, "ffn_dim": ffn,
@@ -153,12 +108,14 @@ class Query2Label(MLICModel):
                        "self_attention": cfg.self_attention}
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        f = self.proj(self.backbone(batch["image"]))                  # [B, d, h, w]
+        f = self.proj(self.run_trunk(batch["image"]))                    # [B, d, h, w]
         b, d, h, w = f.shape
-        tokens = at_least_f32(f).flatten(2).transpose(1, 2) + sine_positions(h, w, d).to(f.device)
-        with cpu_autocast_off(f):
-            memory = self.encoder(tokens)                                  # [B, L, d]
-            labels = self.decoder(self.queries.expand(b, -1, -1), memory)  # [B, C, d]
+        tokens = at_least_f32(f).flatten(2).transpose(1, 2)               # [B, L, d]
+        pos = sine_positions(h, w, d).to(tokens)                          # [L, d]
+        memory = self.encoder(tokens, pos=pos)                            # [B, L, d]
+        query_pos = self.queries.expand(b, -1, -1)                        # [B, C, d]
+        labels = self.decoder(torch.zeros_like(query_pos), memory, pos=pos,
+                              query_pos=query_pos)                        # [B, C, d]
         return {"logits": self.classifier(labels)}
 
 

@@ -7,21 +7,19 @@ from typing import Dict, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import BackboneName, build_backbone
+from gmbench.models.backbone import build_backbone
 from gmbench.models.base import Float32Linear, MLICModel
+from gmbench.models.trunk import TrunkConfig
 from gmbench.registry import register_method
 
 
-class ResNetConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ResNetConfig(TrunkConfig):
+    """The ``model:`` block of ``resnet`` (trunk keys: ``gmbench.models.trunk``)."""
     name: Literal["resnet"] = "resnet"
-    depth: Literal[18, 34, 50, 101, 152] = 101
-    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
     pool: Literal["max", "avg"] = "max"
-    pretrained: str = "none"   # "imagenet", "none" or a path to a .pth state dict
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 

@@ -17,37 +17,23 @@ from typing import Dict, Literal, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from gmbench.data.base import DataInfo
-from gmbench.models.backbone import BackboneName, build_backbone
 from gmbench.models.base import MLICModel, at_least_f32, no_autocast
+from gmbench.models.label_graph import check_side_info, conditional_probability
+from gmbench.models.trunk import FreezableTrunkConfig, FrozenStagesMixin, build_trunk
 from gmbench.registry import register_method
 
-from .ml_gcn import check_side_info, conditional_probability
 
-
-class SSGRLConfig(BaseModel):
-    """The ``model:`` block of ``ssgrl``."""
-    model_config = ConfigDict(extra="forbid")
-
+class SSGRLConfig(FreezableTrunkConfig):
+    """The ``model:`` block of ``ssgrl`` (trunk keys: ``gmbench.models.trunk``; the
+    reference code trains only layer4 of the trunk: ``freeze_backbone: below_layer4``)."""
     name: Literal["ssgrl"] = "ssgrl"
-    depth: Literal[18, 34, 50, 101, 152] = 101
-    backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
-    pretrained: str = "none"
     attention_dim: int = Field(1024, ge=1)
     # None → the trunk's width.
     output_dim: Optional[int] = Field(None, ge=1)
     time_steps: int = Field(3, ge=0)
-    # below_layer4: the reference code trains only layer4 of the trunk (frozen BN too).
-    freeze_backbone: Literal["none", "below_layer4"] = "none"
-
-    @model_validator(mode="after")
-    def _timm_freeze(self):
-        if self.backbone and self.freeze_backbone != "none":
-            raise ValueError("freeze_backbone=below_layer4 names ResNet stages; with a timm "
-                             "backbone (model.backbone) set model.freeze_backbone=none")
-        return self
 
 
 class SemanticDecoupling(nn.Module):
@@ -99,18 +85,13 @@ class GatedGraph(nn.Module):
         return h
 
 
-class SSGRL(MLICModel):
+class SSGRL(FrozenStagesMixin, MLICModel):
     """forward(batch) → {"logits": [B, C], "attention": [B, C, h·w]}."""
 
     def __init__(self, cfg: SSGRLConfig, info: DataInfo):
         super().__init__()
         check_side_info(info, "ssgrl")
-        self.backbone, width, record = build_backbone(cfg)
-        # Stages before layer4 (index 7 of the trunk) when frozen.
-        self.n_frozen = 7 if cfg.freeze_backbone == "below_layer4" else 0
-        if self.n_frozen:
-            for prm in self.backbone[:self.n_frozen].parameters():
-                prm.requires_grad_(False)
+        self.backbone, width, self.n_frozen, record = build_trunk(cfg)
         emb = np.asarray(info.word_embeddings, dtype=np.float32)
         self.register_buffer("embeddings", torch.from_numpy(emb))
         self.decouple = SemanticDecoupling(width, emb.shape[1], cfg.attention_dim)
@@ -124,22 +105,10 @@ class SSGRL(MLICModel):
         self.cls_bias = nn.Parameter(torch.empty(c).uniform_(-bound, bound))
         self.record: Dict[str, object] = {
             **record, "graph": "P(L_j|L_i), diagonal 0", "time_steps": cfg.time_steps,
-            "freeze_backbone": cfg.freeze_backbone, "embeddings": info.embedding_source}
-
-    def train(self, mode: bool = True) -> "SSGRL":
-        super().train(mode)
-        if self.n_frozen:
-            self.backbone[:self.n_frozen].eval()  # frozen stages keep their BN statistics
-        return self
+            "embeddings": info.embedding_source}
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        x = batch["image"]
-        if not self.n_frozen:
-            fmap = self.backbone(x)
-        else:
-            with torch.no_grad():
-                x = self.backbone[:self.n_frozen](x)  # no activations kept for frozen stages
-            fmap = self.backbone[self.n_frozen:](x)
+        fmap = self.run_trunk(batch["image"])
         h0, attn = self.decouple(fmap, self.embeddings)
         out = torch.tanh(self.fuse(torch.cat([self.graph(h0), h0], dim=-1)))  # [B, C, O]
         # Per-class linear layer in float32 (bfloat16 logits tie; docs/reproduction.md).

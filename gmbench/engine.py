@@ -323,6 +323,10 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
             if raw is not None:
                 row["raw_mAP"] = raw["mAP"]
                 extra["raw_metrics"] = {k: v for k, v in raw.items() if k != "AP"}
+                # Both models' summary metrics per epoch: the authors of ASL and ML-Decoder
+                # report max(raw, EMA) at the best epoch (tables: --select best_of_ema).
+                row["metrics"] = {k: v for k, v in metrics.items() if k != "AP"}
+                row["metrics_raw"] = extra["raw_metrics"]
             state.history.append(row)
             extra["last_metrics"] = metrics
             tracking.log_epoch(writer, state.epoch, row, metrics, raw)
