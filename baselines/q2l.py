@@ -53,10 +53,14 @@ class Q2LConfig(FrozenBNTrunkConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _timm_trunk_defaults(cls, data):
-        # The authors freeze BatchNorm only in their torchvision ResNets (TResNet trains its
-        # own), and freeze_backbone names ResNet stages: both default to off for timm trunks.
-        if isinstance(data, dict) and data.get("backbone"):
+    def _trunk_defaults(cls, data):
+        # The defaults above are the authors' pretrained torchvision ResNet. They are off
+        # (unless set) for a timm trunk: the authors' TResNet trains its own BatchNorm, and
+        # freeze_backbone names ResNet stages. And for a random-init trunk: frozen BatchNorm
+        # statistics would then be the identity (mean 0, variance 1) and the frozen stem
+        # random, so it would train without normalisation (the demo's ResNet-18 stops learning).
+        if isinstance(data, dict) and (data.get("backbone")
+                                       or data.get("pretrained", "none") == "none"):
             data = {"frozen_bn": False, "freeze_backbone": "none", **data}
         return data
 

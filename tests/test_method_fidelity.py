@@ -107,7 +107,8 @@ def ref_q2l(model, fmap):
 
 @pytest.fixture(scope="module")
 def q2l():
-    return _tiny("q2l", hidden_dim=16, heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=2)
+    return _tiny("q2l", hidden_dim=16, heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=2,
+                 frozen_bn=True, freeze_backbone="below_layer2")   # random init: set explicitly
 
 
 def test_q2l_equals_the_authors_detr_decoder(q2l):
@@ -198,11 +199,13 @@ def test_csra_equals_the_authors_equations():
 # ---------------------------------------------------------------- Query2Label's trunk
 
 
-def test_q2l_defaults_are_the_authors_trunk_and_off_for_timm():
-    cfg = Q2LConfig()
-    assert (cfg.frozen_bn, cfg.freeze_backbone) == (True, "below_layer2")
-    timm_cfg = Q2LConfig(backbone="timm/resnet18")
-    assert (timm_cfg.frozen_bn, timm_cfg.freeze_backbone) == (False, "none")
+def test_q2l_defaults_are_the_authors_trunk_for_pretrained_resnets_only():
+    for pretrained in ("imagenet", "weights/r101.pth"):
+        cfg = Q2LConfig(pretrained=pretrained)
+        assert (cfg.frozen_bn, cfg.freeze_backbone) == (True, "below_layer2")
+    for cfg in (Q2LConfig(), Q2LConfig(backbone="timm/resnet18", pretrained="w.safetensors")):
+        assert (cfg.frozen_bn, cfg.freeze_backbone) == (False, "none")
+    assert Q2LConfig(frozen_bn=True).frozen_bn                 # an explicit setting wins
     with pytest.raises(ValueError, match="freeze_backbone=below_layer2 names ResNet stages"):
         Q2LConfig(backbone="timm/resnet18", freeze_backbone="below_layer2")
 
