@@ -79,8 +79,19 @@ def ref_sine_positions(h, w, d):
 
 
 def _tiny(name, **settings):
+    """A ResNet-18 model in eval mode whose LayerNorm affines and attention biases are random
+    (at init they are 1 / 0, which would hide e.g. a second LayerNorm: LN(LN(x)) ≈ LN(x))."""
     torch.manual_seed(0)
-    return create_model(name, tiny_info(), depth=18, **settings).eval()
+    model = create_model(name, tiny_info(), depth=18, **settings).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+            elif isinstance(m, torch.nn.MultiheadAttention):
+                m.in_proj_bias.uniform_(-0.2, 0.2)
+                m.out_proj.bias.uniform_(-0.2, 0.2)
+    return model
 
 
 # ---------------------------------------------------------------- Query2Label
