@@ -51,7 +51,7 @@ def main() -> None:
         cfg = GMMLICConfig(features=mode, top_m=M, backend="dense", **extra)
         model = GMMLIC(cfg, word, ratios).to(dev)
         if mode == "online":
-            model.attach_instance_extractor(build_online_detector(cfg))
+            model.attach_instance_extractor(build_online_detector(cfg.instance_settings()))
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
         times = []
         for step in range(a.steps + 1):

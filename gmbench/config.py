@@ -140,7 +140,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     # A detector the runner trains on data.train_split's boxes; its instances feed the
-    # model (gmbench/detector/suite.py). None: instances, if any, come from elsewhere.
+    # model (gmbench/instances/source.py). None: instances, if any, come from elsewhere.
     detector: Optional[DetectorTrainConfig] = None
 
 
@@ -325,9 +325,9 @@ def validate(raw: Dict[str, Any]) -> RunConfig:
         raise ConfigError(_explain(e, RunConfig, "")) from None
     cfg.data, cfg.model = blocks["data"], blocks["model"]
     if cfg.detector is not None:
-        from .detector.config import check_run
+        from .instances import source
         try:
-            check_run(cfg)
+            source.check(cfg)
         except ValueError as e:
             raise ConfigError(str(e)) from None
     return cfg

@@ -111,7 +111,7 @@ def runtime_error_code(e: BaseException):
     missing files, untrusted weights, a full disk, a busy results folder) → 1. Bad
     settings (ConfigError, exit 2) are handled by ``cli.main``.
     """
-    from ..checkpoint import CheckpointError
+    from ..utils.checkpoint import CheckpointError
     from ..config import ConfigError
     from ..data import AnnotationError
     from ..data.dataset import BadImageError

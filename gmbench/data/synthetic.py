@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from ..errors import ConfigError
 from ..registry import register_dataset
 from ..utils.io import atomic_write_json
 from .base import MIN_IMAGE_SIZE, DataConfig, DatasetSpec, LabelSet, require_folder
@@ -214,6 +213,7 @@ def generate_split(cfg: SyntheticConfig, root: Path, split: str) -> Path:
 class SyntheticSpec(DatasetSpec):
     name = "synthetic"
     splits = ("train", "test")
+    generated = True
     layout = ("ROOT/annotations/instances_{train,test}.json\nROOT/{train,test}/NNNNNN.jpg\n"
               "(generated on first use; ROOT defaults to ~/.cache/gmbench/synthetic/<hash>)")
 
