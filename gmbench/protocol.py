@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 COCO_V1 = "torchvision:FasterRCNN_ResNet50_FPN_Weights.COCO_V1"
 # torchvision's COCO_V1 detector was trained on COCO train2017, which is COCO 2014's
 # train + val minus the 5k val2017 images: it holds about 35.5k of the 40,504 val2014
-# images (docs/reproduction.md, "Detector provenance").
+# images (docs/instances.md, "Provenance and leakage").
 COCO_V1_TRAINED_ON = ["coco/train2017"]
 # Test splits the public checkpoint's training set overlaps, per dataset.
 _COCO_V1_OVERLAPS = {"coco2014": True, "synthetic": False}
@@ -85,7 +85,7 @@ def _public_detector(cfg, settings: Optional[dict]) -> dict:
         overlap = _COCO_V1_OVERLAPS.get(d.name)
         note = ("torchvision's public COCO_V1 checkpoint, trained on COCO train2017 "
                 + {True: f"(which holds most {d.name} {d.test_split} images: test leakage; train "
-                         f"a detector on the training split instead, docs/reproduction.md)",
+                         f"a detector on the training split instead, docs/instances.md)",
                    False: "(no overlap with these images)",
                    None: f"(overlap with {d.name}/{d.test_split} unknown)"}[overlap])
         out = {"weights": ident, "sha256": None, "trained_on": list(COCO_V1_TRAINED_ON),
