@@ -9,7 +9,7 @@ transformer decoder (``torch.nn.TransformerDecoder``).
 
 d = ``hidden_dim`` (None: the trunk's width, 2048 for ResNet-101), ``heads`` attention heads,
 feed-forward width ``ffn_dim`` (None: 4·d, the authors' 8192 at d = 2048). Choices where
-torch's layers differ from the authors' DETR-style code: docs/modern_baselines.md.
+torch's layers differ from the authors' DETR-style code: docs/methods.md.
 """
 from __future__ import annotations
 
