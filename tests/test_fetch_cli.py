@@ -219,3 +219,11 @@ def test_coco_table2_dry_run_lists_files_sizes_sources_checksums_and_the_total(m
     assert "train2014.zip  13.5 GB" in out
     assert f"total download: {dl.human_size(total)} in 6 file(s)" in out
     assert not (tmp_path / "data").exists()  # a dry run writes nothing
+
+
+def test_a_voc_copy_rooted_at_its_devkit_folder_counts_as_present(tmp_path):
+    root = write_voc(tmp_path / "v", {"trainval": VOC_TRAINVAL, "test": VOC_TEST})
+    for r in (root, root / "VOCdevkit", root / "VOCdevkit" / "VOC2007"):  # as resolve_voc_dir
+        assert all(it.present() for it in sources.dataset_items("voc2007", r, ["trainval", "test"]))
+    assert not any(it.present() for it in sources.dataset_items("voc2007", tmp_path / "empty",
+                                                                ["trainval", "test"]))

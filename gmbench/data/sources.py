@@ -135,6 +135,14 @@ class Item:
     def provides(self) -> List[Path]:
         if self.pick is not None:
             return list(self.pick.values())
+        if self.dataset == "voc2007":  # the reader also takes ROOT = VOCdevkit/ or VOC2007/
+            from .voc import resolve_voc_dir
+            try:
+                base = resolve_voc_dir(self.folder)
+            except FileNotFoundError:
+                base = self.folder / _DEVKIT
+            return [base / p[len(_DEVKIT):] if p.startswith(_DEVKIT) else self.folder / p
+                    for p in self.archive.provides]
         return [self.folder / p for p in self.archive.provides]
 
     def present(self) -> bool:
