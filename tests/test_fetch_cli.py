@@ -227,3 +227,9 @@ def test_a_voc_copy_rooted_at_its_devkit_folder_counts_as_present(tmp_path):
         assert all(it.present() for it in sources.dataset_items("voc2007", r, ["trainval", "test"]))
     assert not any(it.present() for it in sources.dataset_items("voc2007", tmp_path / "empty",
                                                                 ["trainval", "test"]))
+
+
+def test_offline_gate_passes_the_synthetic_demo_whose_caches_are_made_in_the_job(monkeypatch, capsys):
+    monkeypatch.setenv(dl.OFFLINE_ENV, "1")
+    assert cli.main(["run", "--suite", "demo", "--dry-run"]) == 0
+    assert "every file the runs read is on disk" in capsys.readouterr().out

@@ -94,6 +94,9 @@ def _add_dataset(plan: Plan, name: str, root, splits, need: str) -> None:
         plan.unfetchable.append((f"dataset {name} under {root}", "no official download"))
 
 
+_OWN = "a file of your own that gmbench cannot download"
+
+
 def _add_file(plan: Plan, what: str, path: Path, need: str) -> None:
     """A side file of a run (GloVe, weights, instance cache, a user's file)."""
     from ..data.sources import NotFetchable, glove_item
@@ -109,11 +112,10 @@ def _add_file(plan: Plan, what: str, path: Path, need: str) -> None:
         except NotFetchable as e:
             if not path.exists():
                 plan.unfetchable.append((str(path), str(e)))
-    elif not path.exists():
-        how = "made by `python -m gmbench extract`" if what.startswith("instance cache") else \
-            "a file of your own that gmbench cannot download"
-        if (str(path), how) not in plan.unfetchable:
-            plan.unfetchable.append((str(path), how))
+    elif what.startswith("instance cache"):
+        return  # made from the fetched data (`gmbench extract`, or the runner inside the job)
+    elif not path.exists() and (str(path), _OWN) not in plan.unfetchable:
+        plan.unfetchable.append((str(path), _OWN))
 
 
 def plan_runs(runs) -> Plan:
@@ -174,12 +176,12 @@ def describe(plan: Plan) -> str:
 
 def _check_disk(todo: List[Task]) -> None:
     """Before any byte is downloaded: room for every remaining download, per file system."""
-    from ..utils.download import PART, _existing_ancestor, check_free
+    from ..utils.download import PART, existing_ancestor, check_free
     by_dev: Dict[int, Tuple[Path, int]] = {}
     for t in todo:
         part = t.dest.with_name(t.dest.name + PART)
         left = max(0, t.archive.size - (part.stat().st_size if part.exists() else 0))
-        anc = _existing_ancestor(t.dest.parent)
+        anc = existing_ancestor(t.dest.parent)
         dev = anc.stat().st_dev
         by_dev[dev] = (anc, by_dev.get(dev, (anc, 0))[1] + left)
     for anc, need in by_dev.values():

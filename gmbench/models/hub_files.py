@@ -9,7 +9,7 @@ that file name carries (torch.hub's convention, published by torchvision in each
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 from ..data.sources import Archive
 from .weights import hash_prefix, hub_weights_path
@@ -54,8 +54,3 @@ def weights_archive(enum) -> Archive:
 def weights_target(enum) -> Path:
     return hub_weights_path(enum)
 
-
-def missing_weights(path: Path) -> Optional[str]:
-    """The ``fetch`` argument that gets ``path`` (an enum name), or None if fetch cannot."""
-    enum = enum_for_path(path)
-    return enum_name(enum) if enum is not None else None

@@ -97,7 +97,7 @@ def file_digest(path: Path, algo: str, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _existing_ancestor(path: Path) -> Path:
+def existing_ancestor(path: Path) -> Path:
     p = Path(path).absolute()
     while not p.exists():
         p = p.parent
@@ -106,7 +106,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 def check_free(folder: Path, need: int, what: str) -> None:
     """DownloadError unless the file system holding ``folder`` has ``need`` bytes free."""
-    where = _existing_ancestor(folder)
+    where = existing_ancestor(folder)
     free = shutil.disk_usage(where).free
     if need > free:
         raise DownloadError(f"not enough free disk space under {where}: {what} needs "
