@@ -94,6 +94,7 @@ def _add_dataset(plan: Plan, name: str, root, splits, need: str) -> None:
         plan.unfetchable.append((f"dataset {name} under {root}", "no official download"))
 
 
+GLOVE_DIR = Path("data/glove")  # configs/datasets/*.yaml: data.glove
 _OWN = "a file of your own that gmbench cannot download"
 
 
@@ -132,18 +133,26 @@ def plan_runs(runs) -> Plan:
 
 
 def plan_names(names: List[str], root: Optional[str]) -> Plan:
-    from ..config import load_yaml, named_yaml
+    from ..config import ConfigError, load_yaml, named_yaml
     from ..data import data_config
+    from ..data.sources import GLOVE_FILES
+    from ..registry import UnknownNameError, list_datasets
     from ..models import hub_files
     plan = Plan()
     for n in names:
         enum = hub_files.enum_by_name(n)
         if enum is not None:
             plan.add(hub_files.weights_archive(enum), hub_files.weights_target(enum), None, n)
-        elif Path(n).name.startswith("glove."):
-            _add_file(plan, "GloVe word vectors", Path(n), n)
+        elif Path(n).name.startswith("glove."):  # a bare name goes where the configs look
+            _add_file(plan, "GloVe word vectors", GLOVE_DIR / n if "/" not in n else Path(n), n)
         else:
-            cfg = data_config(n)  # an unknown name: UnknownNameError, exit 2
+            try:
+                cfg = data_config(n)
+            except UnknownNameError:
+                raise ConfigError(
+                    f"fetch: {n!r} is no dataset ({', '.join(list_datasets())}), GloVe file "
+                    f"({', '.join(GLOVE_FILES)}) or weights enum "
+                    f"({', '.join(hub_files.enum_name(e) for e in hub_files.known_enums())})") from None
             if root is None:  # the root of configs/datasets/NAME.yaml, as `run` uses
                 root = (load_yaml(named_yaml("datasets", n)).get("data") or {}).get("root")
             _add_dataset(plan, n, root, [cfg.train_split, cfg.test_split], n)
