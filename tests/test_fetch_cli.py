@@ -197,6 +197,9 @@ def test_nuswide_is_not_fetched_and_the_official_instructions_are_printed(world,
     assert cli.main(["fetch", "nuswide", "--root", "nus"]) == 1
     out = capsys.readouterr().out
     assert "lms.comp.nus.edu.sg" in out and "Agreement and Disclaimer Form" in out
+    assert cli.main(["fetch", "--suite", "nuswide_table3", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # every row reads NUS-WIDE: said once, not per run
+    assert out.count("[cannot fetch] dataset nuswide") == 1 and out.count("Agreement and") == 1
     assert world.log == []
 
 

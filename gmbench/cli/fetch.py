@@ -76,6 +76,10 @@ class Plan:
         if need and need not in t.needs:
             t.needs.append(need)
 
+    def cannot(self, what: str, why: str) -> None:
+        if (what, why) not in self.unfetchable:
+            self.unfetchable.append((what, why))
+
     def todo(self) -> List[Task]:
         return [t for t in self.tasks.values() if not t.present()]
 
@@ -83,7 +87,7 @@ class Plan:
 def _add_dataset(plan: Plan, name: str, root, splits, need: str) -> None:
     from ..data.sources import NotFetchable, dataset_items
     if not root:
-        plan.unfetchable.append((f"dataset {name}", "data.root is not set; give --root DIR"))
+        plan.cannot(f"dataset {name}", "data.root is not set; give --root DIR")
         return
     try:
         for it in dataset_items(name, Path(root).expanduser(), splits):
@@ -91,7 +95,7 @@ def _add_dataset(plan: Plan, name: str, root, splits, need: str) -> None:
     except NotFetchable as e:
         if str(e) not in plan.notes:
             plan.notes.append(str(e))
-        plan.unfetchable.append((f"dataset {name} under {root}", "no official download"))
+        plan.cannot(f"dataset {name} under {root}", "no official download")
 
 
 GLOVE_DIR = Path("data/glove")  # configs/datasets/*.yaml: data.glove
@@ -112,11 +116,11 @@ def _add_file(plan: Plan, what: str, path: Path, need: str) -> None:
             plan.add(it.archive, it.download_path, it, need)
         except NotFetchable as e:
             if not path.exists():
-                plan.unfetchable.append((str(path), str(e)))
+                plan.cannot(str(path), str(e))
     elif what.startswith("instance cache"):
         return  # made from the fetched data (`gmbench extract`, or the runner inside the job)
-    elif not path.exists() and (str(path), _OWN) not in plan.unfetchable:
-        plan.unfetchable.append((str(path), _OWN))
+    elif not path.exists():
+        plan.cannot(str(path), _OWN)
 
 
 def plan_runs(runs) -> Plan:
