@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
                         "one method (--set ml_gcn.model.tau=0.3)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     r.add_argument("--dry-run", action="store_true", help="print the resolved plan; touch no data")
+    r.add_argument("--offline", action="store_true", help="never download (as GMBENCH_OFFLINE=1): "
+                   "exit 1 naming any missing file and the `gmbench fetch` command that gets it")
     r.add_argument("--format", default="csv,md", help="table formats: any of csv,md,tex")
     r.add_argument("--resume", action="store_true",
                    help="continue unfinished runs from their last checkpoint (also the default)")
@@ -71,9 +73,12 @@ def cmd_run(args) -> int:
     common, per_row = split_overrides(args.overrides, suite)
     runs = runner.plan(suite, common, device=args.device, row_overrides=per_row)
     out = Path(args.out)
+    from .fetch import offline_gate
     if args.dry_run:
         print(runner.describe_plan(suite, runs, out))
-        return 0
+        return offline_gate(args, runs)
+    if offline_gate(args, runs):  # offline: nothing may be downloaded inside a job
+        return 1
     from ..data import check_roots
     check_roots(r.cfg.data for r in runs)  # a missing dataset exits 2 before any row trains
     dist.init_from_env(str(resolve_device(runs[0].cfg.device)) if runs else "cpu")
