@@ -145,8 +145,8 @@ class RunConfig(_Strict):
 
 
 def config_root() -> Path:
-    env = os.environ.get("GMBENCH_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    from .utils.resources import config_dir  # $GMBENCH_CONFIGS, else the shipped configs/
+    return config_dir()
 
 
 def load_yaml(path: Path) -> Dict[str, Any]:
