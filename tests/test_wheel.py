@@ -59,13 +59,19 @@ def test_the_wheel_carries_every_config_and_reference_table_unchanged(wheel):
 
 
 def test_an_unpacked_wheel_finds_its_own_configs_from_another_folder(wheel, tmp_path):
+    """...and records no commit of the repository its venv happens to live in."""
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
+    for git in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                                 "--allow-empty", "-m", "a project that holds the venv"]):
+        subprocess.run(["git", "-C", str(tmp_path), *git], check=True, timeout=30)
     env = {k: v for k, v in os.environ.items() if k not in ("GMBENCH_CONFIGS", "GMBENCH_REFERENCE")}
     env["PYTHONPATH"] = str(site)
     code = ("import json; from gmbench.utils.resources import config_dir, reference_dir; "
+            "from gmbench.utils.env import git_commit; "
             "print(json.dumps({'configs': str(config_dir()), 'reference': str(reference_dir()), "
+            "'commit': git_commit(), "
             "'suites': sorted(p.stem for p in (config_dir() / 'suites').glob('*.yaml')), "
             "'tables': sorted(p.stem for p in reference_dir().glob('*.yaml'))}))")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
@@ -76,6 +82,7 @@ def test_an_unpacked_wheel_finds_its_own_configs_from_another_folder(wheel, tmp_
     assert Path(got["reference"]).is_relative_to(site.resolve())
     assert got["suites"] == sorted(p.stem for p in (REPO / "configs" / "suites").glob("*.yaml"))
     assert got["tables"] == sorted(p.stem for p in (REPO / "results" / "reference").glob("*.yaml"))
+    assert got["commit"] == "unknown"
 
 
 def test_a_checkout_reads_the_top_level_folders_and_the_environment_overrides_them(monkeypatch,
