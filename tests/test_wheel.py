@@ -38,11 +38,12 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp / "src"
     shutil.copytree(REPO, src, symlinks=True, ignore=NOT_SOURCE)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    # --no-build-isolation: offline and ~2 s; needs setuptools and wheel (the test extra)
+    # --no-build-isolation: offline and ~2 s; needs setuptools and wheel (the test extra has them)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
                         "--no-build-isolation", "-w", str(tmp / "dist"), str(src)],
                        capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, f"pip wheel failed (is `wheel` installed? the test extra has it):\n{r.stderr}"
+    assert r.returncode == 0, ("pip wheel failed (are setuptools and wheel installed? the test "
+                               f"extra has them):\n{r.stderr}")
     (whl,) = (tmp / "dist").glob("gmbench-*.whl")
     return whl
 
