@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, get_args, get_origin
 
