@@ -29,7 +29,9 @@ class _Strict(BaseModel):
 
 # ``loss:`` and ``optim:``: their common keys plus the settings every registered loss,
 # optimizer and schedule declares with its registration (gmbench/recipes/settings.py), so a
-# new one needs no edit here. Built on first use, once the registries are loaded.
+# new one needs no edit here. Built here, after the builders load the registries: importing
+# this module imports every registering module (torch included), as RunConfig's defaults
+# below need the complete blocks.
 LossConfig = loss_config()
 OptimConfig = optim_config()
 
