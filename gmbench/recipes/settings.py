@@ -9,8 +9,8 @@ named, and keeps its default when not set, so the resolved config (and the run i
 hashed from it) lists every key.
 
 The registries are complete only once every registering module is imported, so the
-block models are built on first request, after ``gmbench.registry`` has loaded them,
-and cached. A key that is also a common key is an error here; two entries declaring
+block models are built on first request (``gmbench.config`` asks when it is imported),
+after ``gmbench.registry`` has loaded them, and cached. A key that is also a common key is an error here; two entries declaring
 one key differently is an error at registration (``gmbench.registry``).
 """
 from __future__ import annotations
