@@ -14,85 +14,25 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .detector.config import DetectorTrainConfig
 from .registry import DATASETS, METHODS, UnknownNameError
 from .errors import ConfigError  # noqa: F401  (re-exported: raised here)
+from .recipes.settings import loss_config, optim_config
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _registered(kind: str, name: str, extra=()) -> str:
-    """``name`` if the recipes registry ``kind`` has it (or it is in ``extra``), else a clear error."""
-    from . import recipes
-    from .registry import suggest
-    reg = {"loss": recipes.LOSSES, "optimizer": recipes.OPTIMIZERS, "scheduler": recipes.SCHEDULES}[kind]
-    valid = list(extra) + reg.names()
-    if name not in valid:
-        raise ValueError(f"unknown {kind} {name!r}.{suggest(name, valid)} Valid: {', '.join(valid)}")
-    return name
-
-
-class LossConfig(_Strict):
-    """``loss:`` — ``default`` is the method's own loss (its ``default_loss``, bce for most)."""
-    name: str = "default"           # default | bce | asl | focal | weighted_bce (gmbench.recipes.losses)
-    gamma_neg: float = Field(4.0, ge=0)    # asl γ−
-    gamma_pos: float = Field(0.0, ge=0)    # asl γ+
-    clip: float = Field(0.05, ge=0, lt=1)  # asl probability margin on negatives
-    gamma: float = Field(2.0, ge=0)        # focal γ
-    alpha: Optional[float] = Field(None, ge=0, le=1)  # focal positive weight (None: unweighted)
-    beta: Optional[float] = Field(None, ge=0)  # weighted_bce β (None: the method's model.beta or 0.4)
-    # sum: over the batch's valid entries, as ASL's code; with Adam's coupled L2 weight decay
-    # the reduction sets how strong the decay is against the loss gradient
-    reduction: Literal["mean", "sum"] = "mean"
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _registered("loss", v, extra=("default",))
-
-    @model_validator(mode="after")
-    def _reduction_of_a_named_loss(self):
-        if self.reduction == "sum" and self.name == "default":
-            raise ValueError("loss.reduction=sum applies to a named loss (bce, asl, focal, "
-                             "weighted_bce); a method's own loss sets its reduction itself")
-        return self
-
-
-class OptimConfig(_Strict):
-    name: str = "sgd"               # sgd | adam | adamw (gmbench.recipes.optimizers)
-    lr: float = Field(0.01, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    betas: List[float] = [0.9, 0.999]
-    backbone_lr_mult: float = Field(1.0, ge=0.0)
-    scheduler: str = "step"         # none | step | multistep | cosine | onecycle (recipes.schedules)
-    step_size: int = Field(30, ge=1)
-    gamma: float = Field(0.1, gt=0.0)
-    milestones: List[int] = []      # multistep: epochs at which lr ×= gamma
-    warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up; onecycle: its rising part
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine: final lr / base lr
-    no_decay_norm_bias: bool = False  # no weight decay on biases and norm scales (ndim ≤ 1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _registered("optimizer", v)
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        return _registered("scheduler", v)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas(cls, v: List[float]) -> List[float]:
-        if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError("expected two numbers in [0, 1), e.g. [0.9, 0.999]")
-        return v
+# ``loss:`` and ``optim:``: their common keys plus the settings every registered loss,
+# optimizer and schedule declares with its registration (gmbench/recipes/settings.py), so a
+# new one needs no edit here. Built here, after the builders load the registries: importing
+# this module imports every registering module (torch included), as RunConfig's defaults
+# below need the complete blocks.
+LossConfig = loss_config()
+OptimConfig = optim_config()
 
 
 class TrainConfig(_Strict):

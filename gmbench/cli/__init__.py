@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..config import ConfigError
+    from ..errors import ConfigError  # not ..config: importing it loads every registry
     from ..registry import UnknownNameError
     parser = build_parser()
     args = parser.parse_args(argv)

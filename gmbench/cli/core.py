@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
                         "runs.superseded.jsonl and train anew (default: refuse, exit 2)")
     r.set_defaults(func=cmd_run)
 
-    ls = sub.add_parser("list", help="list suites, methods and datasets")
+    ls = sub.add_parser("list", help="list suites, methods, datasets, losses, optimizers, "
+                                     "schedules and augmentation presets (with their settings)")
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("table", help="re-render the tables of OUT/SUITE from runs.jsonl alone")
@@ -141,11 +142,25 @@ def runtime_error_code(e: BaseException):
 
 def cmd_list(args) -> int:
     from ..config import available
-    from ..registry import list_datasets, list_models
+    from ..recipes.settings import LossCommon, OptimCommon
+    from ..registry import AUGMENTATIONS, LOSSES, OPTIMIZERS, SCHEDULES, list_datasets, list_models
     print("suites:   " + ", ".join(available("suites")))
     print("methods:  " + ", ".join(available("methods")) + "   (method configs)")
     print("models:   " + ", ".join(list_models()) + "   (registered methods)")
     print("datasets: " + ", ".join(list_datasets()))
+    common = {"loss": ", ".join(LossCommon.model_fields), "optim": ", ".join(OptimCommon.model_fields)}
+    print(f"loss: block, every loss: {common['loss']} (loss.name: default = the method's own loss)")
+    print(f"optim: block, every optimizer and schedule: {common['optim']}")
+    for title, reg, where in (("losses", LOSSES, "loss.name; settings: loss.KEY"),
+                              ("optimizers", OPTIMIZERS, "optim.name; settings: optim.KEY"),
+                              ("schedules", SCHEDULES, "optim.scheduler; settings: optim.KEY"),
+                              ("augmentation presets", AUGMENTATIONS,
+                               "data.train_transform / data.test_transform; settings: "
+                               "build_transform arguments")):
+        print(f"{title} ({where}):")
+        for name in reg.names():
+            keys = reg.settings_keys(name)
+            print(f"  {name:<12} " + (", ".join(keys) if keys else "-"))
     return 0
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AnnotationError, ConfigError  # noqa: F401  (AnnotationError: re-exported)
+from ..registry import AugmentationName
 
 
 @dataclass
@@ -75,8 +76,8 @@ class DataConfig(BaseModel):
     test_split: str = "test"
     # >= 32: the ResNet trunks downsample by 32, a smaller image has no feature map left.
     image_size: int = Field(448, ge=MIN_IMAGE_SIZE)
-    train_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
-    test_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
+    train_transform: AugmentationName = "mlgcn"
+    test_transform: AugmentationName = "mlgcn"
     # How VOC-style "difficult only" (-1) labels enter the training loss.
     difficult: Literal["positive", "negative", "ignore"] = "ignore"
     skip_bad_images: bool = False
