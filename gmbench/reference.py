@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from . import config as C
+from . import config_files as C
 from .utils.resources import reference_dir
 
 
