@@ -14,7 +14,8 @@ queries in every layer. The decoder has no self-attention and no LayerNorm₁ un
 ``self_attention: true`` (the paper's text). Transformer weight matrices are xavier-uniform.
 d = ``hidden_dim`` (None: the trunk's width, 2048 for ResNet-101), ``heads`` attention heads,
 feed-forward width ``ffn_dim`` (None: 4·d; the authors' COCO command uses 8192 at d = 2048).
-The layers: ``gmbench.models.query_decoder``; the trunk's freezing: ``gmbench.models.trunk``.
+The layers: ``gmbench.models.query_decoder``; the trunk's freezing: ``gmbench.models.trunk``;
+what still differs from the authors' code: docs/methods.md.
 """
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ class SSGRL(FrozenStagesMixin, MLICModel):
         fmap = self.run_trunk(batch["image"])
         h0, attn = self.decouple(fmap, self.embeddings)
         out = torch.tanh(self.fuse(torch.cat([self.graph(h0), h0], dim=-1)))  # [B, C, O]
-        # Per-class linear layer in float32 (bfloat16 logits tie; docs/reproduction.md).
+        # Per-class linear layer in float32 (bfloat16 logits tie; docs/protocol.md).
         with no_autocast(out):
             logits = (at_least_f32(out) * self.cls_weight).sum(-1) + self.cls_bias
         return {"logits": logits, "attention": attn}

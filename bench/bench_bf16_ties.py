@@ -10,15 +10,12 @@ hands the metric layer). AP by gmbench (ties = one threshold) and by a sort-orde
 """
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gmbench.metrics import evaluate  # noqa: E402
+from gmbench.metrics import evaluate
 
 
 def sort_order_ap(p: np.ndarray, t: np.ndarray) -> float:

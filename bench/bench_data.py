@@ -1,24 +1,23 @@
 """Time the label readers and GloVe streaming at the real datasets' sizes.
 
-Writes full-size annotation text files (no images) into a temp folder with the test
-fixture writers' formats, then times ``read_labels``. Usage::
+Writes full-size annotation text files (no images) in the official formats into a temp
+folder, then times ``read_labels``. Runs against the installed gmbench. Usage::
 
     python bench/bench_data.py [--glove-lines 400000]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from gmbench.data import read_labels  # noqa: E402
-from gmbench.data.glove import glove_embeddings  # noqa: E402
+from gmbench.data import read_labels
+from gmbench.data.glove import glove_embeddings
+from gmbench.data.voc import VOC_CLASSES
 
 
 def nuswide_files(root: Path, n_train: int, n_test: int, n_concepts: int = 81) -> None:
@@ -38,8 +37,28 @@ def nuswide_files(root: Path, n_train: int, n_test: int, n_concepts: int = 81) -
                 b"".join(b"1\r\n" if v else b"0\r\n" for v in lab[:, j]))
 
 
+def voc_annotation(image_id: str, objects) -> str:
+    """Annotations/<id>.xml with the elements VOC 2007's files carry; objects: (name, box)."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "VOC2007"
+    ET.SubElement(root, "filename").text = f"{image_id}.jpg"
+    ET.SubElement(ET.SubElement(root, "source"), "database").text = "The VOC2007 Database"
+    size = ET.SubElement(root, "size")
+    for tag, v in (("width", 500), ("height", 375), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(v)
+    ET.SubElement(root, "segmented").text = "0"
+    for name, box in objects:
+        obj = ET.SubElement(root, "object")
+        for tag, v in (("name", name), ("pose", "Unspecified"), ("truncated", 0), ("difficult", 0)):
+            ET.SubElement(obj, tag).text = str(v)
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), box):
+            ET.SubElement(bndbox, tag).text = str(v)
+    ET.indent(root, "\t")
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
 def voc_files(base: Path, n: int) -> None:
-    from fixtures_official import VOC20, _voc_xml
     main = base / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main"
     ann = base / "VOCdevkit" / "VOC2007" / "Annotations"
     main.mkdir(parents=True)
@@ -47,13 +66,13 @@ def voc_files(base: Path, n: int) -> None:
     ids = [f"{k:06d}" for k in range(1, n + 1)]
     (main / "trainval.txt").write_text("".join(i + "\n" for i in ids))
     rng = np.random.default_rng(1)
-    objs = {i: [(VOC20[int(c)], False, (1, 1, 50, 50)) for c in rng.integers(0, 20, 2)]
+    objs = {i: [(VOC_CLASSES[int(c)], (1, 1, 50, 50)) for c in rng.integers(0, 20, 2)]
             for i in ids}
-    for c in VOC20:
+    for c in VOC_CLASSES:
         (main / f"{c}_trainval.txt").write_text(
             "".join(f"{i} {1 if any(o[0] == c for o in objs[i]) else -1:2d}\n" for i in ids))
     for i in ids:
-        (ann / f"{i}.xml").write_text(_voc_xml(i, (500, 375), objs[i]))
+        (ann / f"{i}.xml").write_text(voc_annotation(i, objs[i]))
 
 
 def glove_file(path: Path, n_lines: int, dim: int = 300) -> None:

@@ -25,14 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-
-from gmbench.data.base import LabelSet  # noqa: E402
-from gmbench.instances.pipeline import run_extraction  # noqa: E402
+from gmbench.data.base import LabelSet
+from gmbench.instances.pipeline import run_extraction
 
 
 def write_images(folder: Path, n: int, size: tuple, seed: int = 0) -> LabelSet:

@@ -10,16 +10,13 @@ m = 10 boxes, C = 20 classes; the detector resizes to --det-size (its min/max si
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gmbench.instances.online import build_online_detector  # noqa: E402
-from gmbench.models.gm_mlic import GMMLIC, GMMLICConfig  # noqa: E402
+from gmbench.instances.online import build_online_detector
+from gmbench.models.gm_mlic import GMMLIC, GMMLICConfig
 
 
 def main() -> None:
@@ -51,7 +48,7 @@ def main() -> None:
         cfg = GMMLICConfig(features=mode, top_m=M, backend="dense", **extra)
         model = GMMLIC(cfg, word, ratios).to(dev)
         if mode == "online":
-            model.attach_instance_extractor(build_online_detector(cfg))
+            model.attach_instance_extractor(build_online_detector(cfg.instance_settings()))
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
         times = []
         for step in range(a.steps + 1):

@@ -8,92 +8,30 @@ nearest valid keys) before any work starts.
 """
 from __future__ import annotations
 
-import copy
 import difflib
-import os
-from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, get_args, get_origin
+from typing import Any, Dict, Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .detector.config import DetectorTrainConfig
 from .registry import DATASETS, METHODS, UnknownNameError
+from .config_files import (_explain, available, config_root, deep_merge,  # noqa: F401
+                           dotted_to_nested, load_yaml, named_yaml, parse_set)
 from .errors import ConfigError  # noqa: F401  (re-exported: raised here)
+from .recipes.settings import loss_config, optim_config
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _registered(kind: str, name: str, extra=()) -> str:
-    """``name`` if the recipes registry ``kind`` has it (or it is in ``extra``), else a clear error."""
-    from . import recipes
-    from .registry import suggest
-    reg = {"loss": recipes.LOSSES, "optimizer": recipes.OPTIMIZERS, "scheduler": recipes.SCHEDULES}[kind]
-    valid = list(extra) + reg.names()
-    if name not in valid:
-        raise ValueError(f"unknown {kind} {name!r}.{suggest(name, valid)} Valid: {', '.join(valid)}")
-    return name
-
-
-class LossConfig(_Strict):
-    """``loss:`` — ``default`` is the method's own loss (its ``default_loss``, bce for most)."""
-    name: str = "default"           # default | bce | asl | focal | weighted_bce (gmbench.recipes.losses)
-    gamma_neg: float = Field(4.0, ge=0)    # asl γ−
-    gamma_pos: float = Field(0.0, ge=0)    # asl γ+
-    clip: float = Field(0.05, ge=0, lt=1)  # asl probability margin on negatives
-    gamma: float = Field(2.0, ge=0)        # focal γ
-    alpha: Optional[float] = Field(None, ge=0, le=1)  # focal positive weight (None: unweighted)
-    beta: Optional[float] = Field(None, ge=0)  # weighted_bce β (None: the method's model.beta or 0.4)
-    # sum: over the batch's valid entries, as ASL's code; with Adam's coupled L2 weight decay
-    # the reduction sets how strong the decay is against the loss gradient
-    reduction: Literal["mean", "sum"] = "mean"
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _registered("loss", v, extra=("default",))
-
-    @model_validator(mode="after")
-    def _reduction_of_a_named_loss(self):
-        if self.reduction == "sum" and self.name == "default":
-            raise ValueError("loss.reduction=sum applies to a named loss (bce, asl, focal, "
-                             "weighted_bce); a method's own loss sets its reduction itself")
-        return self
-
-
-class OptimConfig(_Strict):
-    name: str = "sgd"               # sgd | adam | adamw (gmbench.recipes.optimizers)
-    lr: float = Field(0.01, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    betas: List[float] = [0.9, 0.999]
-    backbone_lr_mult: float = Field(1.0, ge=0.0)
-    scheduler: str = "step"         # none | step | multistep | cosine | onecycle (recipes.schedules)
-    step_size: int = Field(30, ge=1)
-    gamma: float = Field(0.1, gt=0.0)
-    milestones: List[int] = []      # multistep: epochs at which lr ×= gamma
-    warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up; onecycle: its rising part
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine: final lr / base lr
-    no_decay_norm_bias: bool = False  # no weight decay on biases and norm scales (ndim ≤ 1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _registered("optimizer", v)
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        return _registered("scheduler", v)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas(cls, v: List[float]) -> List[float]:
-        if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError("expected two numbers in [0, 1), e.g. [0.9, 0.999]")
-        return v
+# ``loss:`` and ``optim:``: their common keys plus the settings every registered loss,
+# optimizer and schedule declares with its registration (gmbench/recipes/settings.py), so a
+# new one needs no edit here. Built here, after the builders load the registries: importing
+# this module imports every registering module (torch included), as RunConfig's defaults
+# below need the complete blocks.
+LossConfig = loss_config()
+OptimConfig = optim_config()
 
 
 class TrainConfig(_Strict):
@@ -140,153 +78,8 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     # A detector the runner trains on data.train_split's boxes; its instances feed the
-    # model (gmbench/detector/suite.py). None: instances, if any, come from elsewhere.
+    # model (gmbench/instances/source.py). None: instances, if any, come from elsewhere.
     detector: Optional[DetectorTrainConfig] = None
-
-
-def config_root() -> Path:
-    env = os.environ.get("GMBENCH_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
-
-
-def load_yaml(path: Path) -> Dict[str, Any]:
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(doc).__name__}")
-    return doc
-
-
-def available(kind: str) -> List[str]:
-    """Config names under configs/<kind>/ (methods, datasets, suites)."""
-    return sorted(p.stem for p in (config_root() / kind).glob("*.yaml"))
-
-
-def named_yaml(kind: str, name: str) -> Path:
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return path
-    path = config_root() / kind / f"{name}.yaml"
-    if not path.exists():
-        choices = available(kind)
-        close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"unknown {kind[:-1]} {name!r}.{hint} Valid: {', '.join(choices)}.")
-    return path
-
-
-def deep_merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def dotted_to_nested(flat: Dict[str, Any]) -> Dict[str, Any]:
-    """{"optim.lr": 0.1} → {"optim": {"lr": 0.1}}; nested values pass through."""
-    out: Dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        parts = str(key).split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r} descends into a non-mapping value")
-        node[parts[-1]] = value
-        # an override of a whole mapping merges into it
-    return out
-
-
-def parse_set(items: List[str]) -> Dict[str, Any]:
-    """``["optim.lr=0.1", "model.dims=[256,128]"]`` → nested dict (values parsed as YAML)."""
-    flat = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        key, raw = item.split("=", 1)
-        try:
-            flat[key.strip()] = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            flat[key.strip()] = raw
-    return dotted_to_nested(flat)
-
-
-
-_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-
-
-def _inner_model(annotation, part):
-    """The pydantic model that ``part`` (a field name, list index or dict key) of a value
-    typed ``annotation`` is validated by, or None. Unwraps Optional/Union, List and Dict,
-    so ``rows.0.sett`` of a suite resolves to RowSpec's fields."""
-    def models(tp):
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            return [tp]
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if get_origin(tp) in (list, List, tuple, set):
-            return models(args[0]) if args and not isinstance(part, str) else []
-        if get_origin(tp) in (dict, Dict):
-            return models(args[-1]) if args else []
-        return [m for a in args for m in models(a)]  # Union / Optional
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        field = annotation.model_fields.get(part) if isinstance(part, str) else None
-        return field.annotation if field is not None else None
-    found = models(annotation)
-    return found[0] if found else None
-
-
-def _valid_range(model_cls, loc) -> str:
-    """ " (valid: 0 <= x < 1)" from the Field bounds of the key at ``loc``, or ""."""
-    parent = model_cls
-    for part in loc[:-1]:
-        parent = _inner_model(parent, part) if parent is not None else None
-    fields = getattr(parent, "model_fields", None) or {}
-    field = fields.get(loc[-1]) if loc and isinstance(loc[-1], str) else None
-    if field is None:
-        return ""
-    lo = hi = ""
-    for m in field.metadata:
-        for attr, side, op in (("ge", "lo", "<="), ("gt", "lo", "<"), ("le", "hi", "<="),
-                               ("lt", "hi", "<")):
-            v = getattr(m, attr, None)
-            if v is not None and side == "lo":
-                lo = f"{v} {op} "
-            elif v is not None:
-                hi = f" {op} {v}"
-    return f" (valid: {lo}{loc[-1]}{hi})" if lo or hi else ""
-
-
-def _explain(err: ValidationError, model_cls, prefix: str) -> str:
-    """One line per error: the dotted key path, what is wrong, the value given; for an
-    unknown key the nearest valid keys and every valid key at that level."""
-    lines = []
-    for e in err.errors():
-        loc = [x for x in e["loc"]]
-        path = ".".join([prefix] + [str(x) for x in loc]) if prefix else ".".join(map(str, loc))
-        if e["type"] == "extra_forbidden":
-            parent = model_cls
-            for part in loc[:-1]:
-                parent = _inner_model(parent, part) if parent is not None else None
-            while parent is not None and not (isinstance(parent, type)
-                                              and issubclass(parent, BaseModel)):
-                parent = _inner_model(parent, 0)  # e.g. Optional[Spec] reached by a field name
-            valid = sorted(getattr(parent, "model_fields", {}) or [])
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            lines.append(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(valid)}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            bounds = _valid_range(model_cls, loc) if e["type"] in _RANGE_ERRORS else ""
-            lines.append(f"config key {path!r}: {msg}{bounds}; got {e.get('input')!r}")
-    return "\n".join(lines)
 
 
 def _validate_block(cls, block: Any, prefix: str):
@@ -325,9 +118,9 @@ def validate(raw: Dict[str, Any]) -> RunConfig:
         raise ConfigError(_explain(e, RunConfig, "")) from None
     cfg.data, cfg.model = blocks["data"], blocks["model"]
     if cfg.detector is not None:
-        from .detector.config import check_run
+        from .instances import source
         try:
-            check_run(cfg)
+            source.check(cfg)
         except ValueError as e:
             raise ConfigError(str(e)) from None
     return cfg

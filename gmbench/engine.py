@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from . import checkpoint, recipes
+from . import recipes
+from .utils import checkpoint
 from .config import EvalConfig, OptimConfig, RunConfig
 from .data.dataset import collate
 from .models.base import MLICModel

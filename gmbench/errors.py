@@ -4,7 +4,9 @@ Lower layers (data, models, instances) raise these without importing the layers 
 catch them (engine, runner, cli). The CLI maps each to an exit code: configuration and
 table problems to 2, data, weights, cache and checkpoint problems to 1.
 The utilities' own errors (``DiskFull``, ``RecordsError``, ``FolderLocked``,
-``Interrupted``) live with the utilities, one layer down, and are re-exported here.
+``Interrupted``) live with the utilities, one layer down, and are re-exported here
+(``gmbench.utils.checkpoint.CheckpointError`` too, but it is not re-exported: that module
+imports torch, and this one must stay light).
 """
 from __future__ import annotations
 
@@ -43,10 +45,6 @@ class CacheError(ValueError):
 
 class NoBoxesError(ValueError):
     """The dataset/split has no box annotations to train a detector on."""
-
-
-class CheckpointError(RuntimeError):
-    """No intact checkpoint could be loaded from a folder that holds some."""
 
 
 class TrainingDiverged(RuntimeError):

@@ -6,16 +6,12 @@ id only if they would train the same model on the same data.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List
 
 from .utils.io import RecordsError, append_jsonl, atomic_write_bytes, read_jsonl
-
-
-def config_hash(cfg: Dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+from .utils.io import config_digest as config_hash
 
 
 def run_id(suite: str, label: str, seed: int, resolved: Dict[str, Any]) -> str:

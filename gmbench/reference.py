@@ -9,14 +9,14 @@ the paper's "-"; :meth:`PublishedTable.value` returns fractions (as run records 
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from . import config as C
+from . import config_files as C
+from .utils.resources import reference_dir
 
 
 class PublishedRow(BaseModel):
@@ -98,11 +98,6 @@ class ReferenceFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paper: str
     tables: Dict[str, PublishedTable]
-
-
-def reference_dir() -> Path:
-    env = os.environ.get("GMBENCH_REFERENCE")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "results" / "reference"
 
 
 def _split(ref: str):

@@ -29,13 +29,12 @@ from typing import Any, Dict, List, Literal, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import config as C
-from .detector.suite import ensure_instances
-from .figures import FigureSpec
+from .instances import source as instances
+from .tables.figures import FigureSpec
 from .utils import signals
 from .records import (config_changes, config_hash, finished_records,  # noqa: F401
                       replace_stale, run_id, stale_records)
 from .utils.io import append_jsonl, atomic_write_json, safe_name
-from .protocol import describe_protocol
 
 
 class TableSpec(BaseModel):
@@ -44,7 +43,7 @@ class TableSpec(BaseModel):
     chance: bool = True              # a column with the chance-level mAP (label frequency)
     reference: Optional[str] = None  # published numbers (results/reference/*.yaml), issue 9
     group_header: Optional[Dict[str, List[str]]] = None
-    figure: Optional[FigureSpec] = None  # a sweep plot next to the tables (gmbench/figures.py)
+    figure: Optional[FigureSpec] = None  # a sweep plot next to the tables (gmbench/tables/figures.py)
     # The epoch each run contributes: final (default) or best (= selection on the test split,
     # flagged in the table notes); `gmbench table --select` overrides it.
     select: Literal["final", "best"] = "final"
@@ -160,7 +159,7 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
         if (d.name, d.root) not in seen:
             seen.add((d.name, d.root))
             spec = get_spec(d.name)
-            if d.name == "synthetic":
+            if spec.generated:
                 lines.append("      data: generated on first use (no files needed)")
             elif not d.root:
                 lines.append("      data: data.root is not set; expected layout:\n"
@@ -172,7 +171,7 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
                             seen.add(p)
                             missing += not Path(p).exists()
                             lines.append(f"      {'ok' if Path(p).exists() else 'MISSING':7s} {p}")
-        for what, p in _side_files(r.cfg):
+        for what, p in _side_files(r.cfg, Path(d.root) if d.root else None):
             if p not in seen:
                 seen.add(p)
                 missing += not p.exists()
@@ -183,17 +182,12 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
     return "\n".join(lines)
 
 
-def _side_files(cfg: C.RunConfig) -> List[tuple]:
-    """Files a run opens besides the annotations: GloVe, the instance caches of methods that
-    read them (model.features=cache) and a detector weights file (model.features=online)."""
-    from .instances.runtime import cache_paths, detector_weights_file
+def _side_files(cfg: C.RunConfig, root: Optional[Path]) -> List[tuple]:
+    """Files a run opens besides the annotations: GloVe, what its instances are read from
+    (gmbench.instances.source.files) and its trunk's weights."""
     d, m = cfg.data, cfg.model
     out = [("GloVe word vectors", Path(d.glove).expanduser())] if d.glove else []
-    for split, p in cache_paths(d, m, Path(d.root) if d.root else None):
-        out.append((f"instance cache, split {split}", p / "manifest.json"))
-    weights = detector_weights_file(m)
-    if weights is not None:
-        out.append(("online detector weights", weights))
+    out += instances.files(cfg, root)
     trunk = trunk_weights_file(m)
     if trunk is not None:
         out.append(("backbone weights", trunk))
@@ -204,8 +198,9 @@ def trunk_weights_file(m) -> Optional[Path]:
     """The file a method's trunk starts from: a path in ``model.pretrained``, or torchvision's
     ImageNet file in the hub cache for ``imagenet``; None for random init and for GM-MLIC
     outside e2e mode (it has no trunk of its own there)."""
-    pre = getattr(m, "pretrained", "none")
-    if pre == "none" or getattr(m, "features", "e2e") != "e2e":
+    from .models.instance_settings import instance_settings
+    pre, inst = getattr(m, "pretrained", "none"), instance_settings(m)
+    if pre == "none" or (inst is not None and inst.features != "e2e"):
         return None
     if pre != "imagenet":
         return Path(pre).expanduser()
@@ -249,21 +244,20 @@ class _DataCache:
     @staticmethod
     def _load(cfg: C.RunConfig):
         from .data import load_splits
+        from .data.base import data_cache_dir
         from .data.side_info import build_data_info
         root, train, test = load_splits(cfg.data)
-        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else root / ".gmbench"
-        return root, train, test, build_data_info(train, cfg.data, cache_dir)
+        return root, train, test, build_data_info(train, cfg.data, data_cache_dir(cfg.data, root))
 
 
 def build_datasets(cfg: C.RunConfig, model, train, test, root: Path):
     from .data.dataset import ImageDataset
     from .data.transforms import build_transform
     d = cfg.data
-    from .instances.runtime import prepare_model_instances
     kw = dict(difficult=d.difficult, skip_bad_images=d.skip_bad_images,
               with_boxes=getattr(model, "needs_boxes", False))
     # The runner, not the model, opens instance caches / attaches the online detector.
-    sources = prepare_model_instances(model, d, cfg.model, root)
+    sources = instances.open_sources(model, cfg, root)
     for src, labels, split in ((sources[0], train, d.train_split), (sources[1], test, d.test_split)):
         if src is not None:  # a cache made for other images fails here, naming the first mismatch
             src.validate(labels.image_ids, dataset=d.name, split=split)
@@ -299,7 +293,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
             f"{cfg.train.batch_size} × {dist.world_size()} processes = "
             f"{cfg.train.batch_size * dist.world_size()}; fix one of them")
     model = METHODS.get(cfg.model.name).fn(cfg.model, info)
-    ensure_instances(cfg, root, log)  # a row's detector: trained + extracted once, then cached
+    instances.prepare(cfg, root, log)  # a row's detector: trained + extracted once, then cached
     tr, te = build_datasets(cfg, model, train, test, root)
     suite_dir = out_dir / suite.name
     resolved = C.to_dict(cfg)
@@ -340,12 +334,12 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         "global_batch_size": cfg.train.batch_size * dist.world_size(),
         "environment": environment(device), "config": resolved, "config_hash": config_hash(resolved),
         "table": suite.table.model_dump(), "row_order": [r.label for r in suite.rows],
-        "protocol": describe_protocol(cfg, model),
+        "protocol": instances.describe(cfg, model),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if dist.is_main():
         append_jsonl(suite_dir / "runs.jsonl", record)
-        from .checkpoint import finish
+        from .utils.checkpoint import finish
         finish(ckpt_dir, cfg.train.keep_final_weights, log=log)
     dist.barrier()
     return record

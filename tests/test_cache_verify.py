@@ -72,13 +72,15 @@ def _assert_same(a, b):
 
 
 def _count_hashes(monkeypatch):
+    from gmbench.instances import verify
     calls = []
-    real = C.file_sha256
+    real = verify.sha256_file
 
     def counting(path):
         calls.append(Path(path).name)
         return real(path)
-    monkeypatch.setattr(C, "file_sha256", counting)
+    monkeypatch.setattr(C, "sha256_file", counting)
+    monkeypatch.setattr(verify, "sha256_file", counting)
     return calls
 
 

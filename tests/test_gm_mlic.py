@@ -273,7 +273,9 @@ def test_cache_mode_reads_instance_caches_through_the_dataset(tmp_path):
     from gmbench.data.transforms import build_transform
     from gmbench.instances import BoxesConfig, BoxesSource, default_cache_dir
     from gmbench.instances.pipeline import run_extraction
-    from gmbench.instances.runtime import prepare_model_instances
+    from types import SimpleNamespace
+
+    from gmbench.instances.source import open_sources
     rng = np.random.default_rng(0)
     paths, boxes = [], []
     for i in range(3):
@@ -288,12 +290,12 @@ def test_cache_mode_reads_instance_caches_through_the_dataset(tmp_path):
                       test_split="test")
     model = make_model("dense", feat_dim=256, top_m=4, instance_source="boxes")
     with pytest.raises(FileNotFoundError, match="gmbench extract"):
-        prepare_model_instances(model, dcfg, model.cfg, tmp_path)
+        open_sources(model, SimpleNamespace(model=model.cfg, data=dcfg), tmp_path)
     src = BoxesSource(BoxesConfig(depth=18, weights="none", min_size=32, max_size=64), 4, "cpu", labels)
     for split in ("train", "test"):
         run_extraction(labels, default_cache_dir(tmp_path / "dc", split, "boxes", 4), src,
                        dataset="tiny", split=split, top_m=4)
-    train, test = prepare_model_instances(model, dcfg, model.cfg, tmp_path)
+    train, test = open_sources(model, SimpleNamespace(model=model.cfg, data=dcfg), tmp_path)
     assert not model.needs_images
     # Cache mode never opens (or augments) the image: the files may as well be gone.
     for p in paths:

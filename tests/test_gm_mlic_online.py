@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from gmbench.data.transforms import MEAN, STD
-from gmbench.instances.runtime import detector_weights_file, prepare_model_instances
+from types import SimpleNamespace
+
+from gmbench.instances.source import detector_weights_file, open_sources
 from gmbench.models.gm_mlic import GMMLICConfig, weighted_bce_from_logits
 from test_gm_mlic import RATIOS, WORD, make_model
 
@@ -17,7 +19,7 @@ def online_model():
     cfg = dict(features="online", feat_dim=1024, detector_weights="none", detector_min_size=64,
                detector_max_size=64, top_m=5, enc_dim=8, dims=[8, 6], backend="dense")
     model = make_model(**cfg)
-    prepare_model_instances(model, None, model.cfg, None)   # what the runner does
+    open_sources(model, SimpleNamespace(model=model.cfg, data=None), None)  # as the runner does
     return model
 
 
@@ -62,8 +64,9 @@ def test_settings_a_mode_ignores_are_recorded_as_unused():
     e2e = GMMLICConfig(features="e2e", depth=18, pretrained="none")
     from gmbench.models.gm_mlic.config import unused_settings
     assert "feat_dim" in unused_settings(e2e) and "depth" not in unused_settings(e2e)
-    assert detector_weights_file(e2e) is None
-    assert detector_weights_file(GMMLICConfig(features="online", detector_weights="/x/w.pth")).name == "w.pth"
+    assert detector_weights_file(e2e.instance_settings()) is None
+    online = GMMLICConfig(features="online", detector_weights="/x/w.pth")
+    assert detector_weights_file(online.instance_settings()).name == "w.pth"
 
 
 def test_loss_reductions_against_hand_computation():

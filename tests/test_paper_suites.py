@@ -17,7 +17,7 @@ import yaml
 from gmbench import config as C
 from gmbench import runner
 from gmbench.cli import main
-from gmbench.figures import sweep_series, x_value
+from gmbench.tables.figures import sweep_series, x_value
 from gmbench.reference import load_table
 from gmbench.tables import aggregate, write_tables
 from gmbench.utils.io import append_jsonl

@@ -1,4 +1,4 @@
-"""The protocol block of run records: what each method saw (gmbench/protocol.py).
+"""The protocol block of run records: what each method saw (gmbench/instances/source.py).
 
 Checked on the suites' planned configs (no training), and on instance-cache manifests
 written here in the format ``gmbench extract`` writes."""
@@ -8,7 +8,7 @@ import pytest
 
 from gmbench import config as C
 from gmbench import runner
-from gmbench.protocol import describe_protocol
+from gmbench.instances.source import describe as describe_protocol
 
 
 def _planned(suite, label, **over):
@@ -102,18 +102,6 @@ def test_a_detector_block_on_a_method_without_instances_is_a_config_error():
     raw = C.compose("gm_mlic", "synthetic", {"detector": {"arch": "resnet19_fpn"}})
     with pytest.raises(C.ConfigError, match="detector.arch"):
         C.validate(raw)
-
-
-def test_spread_note_separates_differences_beyond_the_spread():
-    from gmbench.protocol import spread_note
-    rec = lambda row, v: {"status": "finished", "row": row, "metrics": {"mAP": v}}  # noqa: E731
-    records = ([rec("A", v) for v in (0.80, 0.82, 0.81)]    # mean 81, std 1
-               + [rec("B", v) for v in (0.70, 0.72, 0.71)]  # mean 71, std 1: 10 > 2
-               + [rec("C", v) for v in (0.705, 0.735, 0.72)] + [rec("D", 0.5)])  # one seed: left out
-    note = spread_note(records)
-    beyond, within = note.split("Within the spread:")
-    assert "A − B: +10.0 (spread 2.0)" in beyond and "A − C: +9.0 (spread 2.5)" in beyond
-    assert "C − B: +1.0 (spread 2.5)" in within and "D" not in note
 
 
 def test_online_rows_name_the_detector_they_run(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from gmbench import config as C
 from gmbench import engine, recipes
-from gmbench.checkpoint import list_checkpoints
+from gmbench.utils.checkpoint import list_checkpoints
 from gmbench.data import read_labels
 from gmbench.data.dataset import ImageDataset
 from gmbench.data.transforms import build_transform

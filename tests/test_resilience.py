@@ -13,7 +13,7 @@ import yaml
 from conftest import subprocess_env, tiny_sets
 from gmbench import config as C
 from gmbench import engine
-from gmbench.checkpoint import list_checkpoints
+from gmbench.utils.checkpoint import list_checkpoints
 from gmbench.data import read_labels
 from gmbench.data.dataset import ImageDataset
 from gmbench.data.transforms import build_transform

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import subprocess_env, tiny_sets
-from gmbench.checkpoint import list_checkpoints
+from gmbench.utils.checkpoint import list_checkpoints
 from gmbench.cli import main
 from gmbench.utils.io import read_jsonl
 

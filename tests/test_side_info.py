@@ -232,11 +232,13 @@ def test_prepare_cli_on_voc_fixture(tmp_path, capsys):
 
 
 def test_default_cache_dir(tmp_path, monkeypatch):
+    from gmbench.data import base
+    from gmbench.data.base import data_cache_dir
     cfg = data_config("voc2007")
-    assert si.default_cache_dir(tmp_path, cfg) == tmp_path.resolve() / ".gmbench"
-    assert si.default_cache_dir(tmp_path, data_config("voc2007", cache_dir=str(tmp_path / "x"))) \
+    assert data_cache_dir(cfg, tmp_path) == tmp_path.resolve() / ".gmbench"
+    assert data_cache_dir(data_config("voc2007", cache_dir=str(tmp_path / "x")), tmp_path) \
         == tmp_path / "x"
-    monkeypatch.setattr(si.os, "access", lambda *a: False)  # a read-only data folder
+    monkeypatch.setattr(base.os, "access", lambda *a: False)  # a read-only data folder
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    got = si.default_cache_dir(tmp_path, cfg)
+    got = data_cache_dir(cfg, tmp_path)
     assert got.parent == tmp_path / "home" / ".cache" / "gmbench" and got.name.startswith("voc2007-")

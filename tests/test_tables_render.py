@@ -10,7 +10,7 @@ import pytest
 
 from gmbench import runner
 from gmbench.cli import main
-from gmbench.figures import draw, y_range
+from gmbench.tables.figures import draw, y_range
 from gmbench.tables import TIDY_COLUMNS, build_table, to_latex, to_markdown, to_tidy_csv
 from gmbench.tables.fmt import fmt_std
 from gmbench.tables.marks import rank_marks

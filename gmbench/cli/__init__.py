@@ -9,9 +9,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import core, data, detector, env, extract  # noqa: F401  (sub-command modules)
+from . import core, data, detector, env, extract, fetch  # noqa: F401  (sub-command modules)
 
-COMMANDS = (core, data, extract, detector, env)  # help order
+COMMANDS = (core, data, extract, detector, env, fetch)  # help order
 EXIT_CONFIG = 2
 
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..config import ConfigError
+    from ..errors import ConfigError  # not ..config: importing it loads every registry
     from ..registry import UnknownNameError
     parser = build_parser()
     args = parser.parse_args(argv)

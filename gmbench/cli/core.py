@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
                         "one method (--set ml_gcn.model.tau=0.3)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     r.add_argument("--dry-run", action="store_true", help="print the resolved plan; touch no data")
+    r.add_argument("--offline", action="store_true", help="never download (as GMBENCH_OFFLINE=1): "
+                   "exit 1 naming any missing file and the `gmbench fetch` command that gets it")
     r.add_argument("--format", default="csv,md", help="table formats: any of csv,md,tex")
     r.add_argument("--resume", action="store_true",
                    help="continue unfinished runs from their last checkpoint (also the default)")
@@ -32,7 +34,8 @@ def add_parser(sub) -> None:
                         "runs.superseded.jsonl and train anew (default: refuse, exit 2)")
     r.set_defaults(func=cmd_run)
 
-    ls = sub.add_parser("list", help="list suites, methods and datasets")
+    ls = sub.add_parser("list", help="list suites, methods, datasets, losses, optimizers, "
+                                     "schedules and augmentation presets (with their settings)")
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("table", help="re-render the tables of OUT/SUITE from runs.jsonl alone")
@@ -71,9 +74,12 @@ def cmd_run(args) -> int:
     common, per_row = split_overrides(args.overrides, suite)
     runs = runner.plan(suite, common, device=args.device, row_overrides=per_row)
     out = Path(args.out)
+    from .fetch import offline_gate
     if args.dry_run:
         print(runner.describe_plan(suite, runs, out))
-        return 0
+        return offline_gate(args, runs)
+    if offline_gate(args, runs):  # offline: nothing may be downloaded inside a job
+        return 1
     from ..data import check_roots
     check_roots(r.cfg.data for r in runs)  # a missing dataset exits 2 before any row trains
     dist.init_from_env(str(resolve_device(runs[0].cfg.device)) if runs else "cpu")
@@ -111,7 +117,7 @@ def runtime_error_code(e: BaseException):
     missing files, untrusted weights, a full disk, a busy results folder) → 1. Bad
     settings (ConfigError, exit 2) are handled by ``cli.main``.
     """
-    from ..checkpoint import CheckpointError
+    from ..utils.checkpoint import CheckpointError
     from ..config import ConfigError
     from ..data import AnnotationError
     from ..data.dataset import BadImageError
@@ -136,11 +142,25 @@ def runtime_error_code(e: BaseException):
 
 def cmd_list(args) -> int:
     from ..config import available
-    from ..registry import list_datasets, list_models
+    from ..recipes.settings import LossCommon, OptimCommon
+    from ..registry import AUGMENTATIONS, LOSSES, OPTIMIZERS, SCHEDULES, list_datasets, list_models
     print("suites:   " + ", ".join(available("suites")))
     print("methods:  " + ", ".join(available("methods")) + "   (method configs)")
     print("models:   " + ", ".join(list_models()) + "   (registered methods)")
     print("datasets: " + ", ".join(list_datasets()))
+    common = {"loss": ", ".join(LossCommon.model_fields), "optim": ", ".join(OptimCommon.model_fields)}
+    print(f"loss: block, every loss: {common['loss']} (loss.name: default = the method's own loss)")
+    print(f"optim: block, every optimizer and schedule: {common['optim']}")
+    for title, reg, where in (("losses", LOSSES, "loss.name; settings: loss.KEY"),
+                              ("optimizers", OPTIMIZERS, "optim.name; settings: optim.KEY"),
+                              ("schedules", SCHEDULES, "optim.scheduler; settings: optim.KEY"),
+                              ("augmentation presets", AUGMENTATIONS,
+                               "data.train_transform / data.test_transform; settings: "
+                               "build_transform arguments")):
+        print(f"{title} ({where}):")
+        for name in reg.names():
+            keys = reg.settings_keys(name)
+            print(f"  {name:<12} " + (", ".join(keys) if keys else "-"))
     return 0
 
 

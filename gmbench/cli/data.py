@@ -81,7 +81,8 @@ def run_check(args) -> int:
 
 def run_prepare(args) -> int:
     from gmbench.data import data_config, get_spec
-    from gmbench.data.side_info import build_data_info, default_cache_dir
+    from gmbench.data.base import data_cache_dir
+    from gmbench.data.side_info import build_data_info
 
     try:
         opts = parse_options(args.option)
@@ -96,7 +97,7 @@ def run_prepare(args) -> int:
         spec.check_root(cfg)  # a root given on the command line is never created
         root = spec.prepare_root(cfg)
         labels = spec.read_labels(root, cfg.train_split, cfg)
-        info = build_data_info(labels, cfg, default_cache_dir(root, cfg))
+        info = build_data_info(labels, cfg, data_cache_dir(cfg, root))
     except (KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

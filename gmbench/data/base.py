@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional
@@ -15,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AnnotationError, ConfigError  # noqa: F401  (AnnotationError: re-exported)
+from ..registry import AugmentationName
 
 
 @dataclass
@@ -73,8 +76,8 @@ class DataConfig(BaseModel):
     test_split: str = "test"
     # >= 32: the ResNet trunks downsample by 32, a smaller image has no feature map left.
     image_size: int = Field(448, ge=MIN_IMAGE_SIZE)
-    train_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
-    test_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "mlgcn"
+    train_transform: AugmentationName = "mlgcn"
+    test_transform: AugmentationName = "mlgcn"
     # How VOC-style "difficult only" (-1) labels enter the training loss.
     difficult: Literal["positive", "negative", "ignore"] = "ignore"
     skip_bad_images: bool = False
@@ -121,6 +124,8 @@ class DatasetSpec:
     expected_counts: Dict[str, int] = {}
     # Human-readable on-disk layout, shown when files are missing.
     layout: str = ""
+    # Generated on first use (no files to bring): the dry run says so instead of listing files.
+    generated: bool = False
 
     def read_labels(self, root: Path, split: str, cfg: DataConfig) -> LabelSet:
         raise NotImplementedError
@@ -144,6 +149,23 @@ class DatasetSpec:
         """Resolve (and for generated datasets, create) the data root."""
         self.check_root(cfg)
         return Path(cfg.root).expanduser()
+
+
+def data_cache_dir(cfg: DataConfig, root) -> Optional[Path]:
+    """Where everything derived from a dataset is cached (side information, detectors,
+    instance caches): ``data.cache_dir``, else ROOT/.gmbench when ROOT is writable, else
+    ~/.cache/gmbench/<name>-<hash of ROOT> (read-only data folders are common on clusters);
+    None when neither a cache_dir nor a root is known (a dry run without data.root).
+    The one place this rule is written."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    if not root:
+        return None
+    root = Path(root).expanduser()
+    if not root.exists() or os.access(root, os.W_OK):
+        return root / ".gmbench"
+    tag = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:12]
+    return Path.home() / ".cache" / "gmbench" / f"{cfg.name}-{tag}"
 
 
 def require_folder(root: str, why: str) -> Path:

@@ -62,18 +62,6 @@ def cache_key(labels: LabelSet, cfg: DataConfig) -> str:
     return h.hexdigest()[:24]
 
 
-def default_cache_dir(root: Path, cfg: DataConfig) -> Path:
-    """cfg.cache_dir, else ROOT/.gmbench when ROOT is writable, else
-    ~/.cache/gmbench/<hash of ROOT> (read-only data folders are common on clusters)."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    root = Path(root).expanduser().resolve()
-    if os.access(root, os.W_OK):
-        return root / ".gmbench"
-    tag = hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:12]
-    return Path.home() / ".cache" / "gmbench" / f"{cfg.name}-{tag}"
-
-
 def _load_entry(entry: Path, n_classes: int) -> Optional[DataInfo]:
     meta_path = entry / "meta.json"
     if not meta_path.is_file():

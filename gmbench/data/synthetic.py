@@ -26,8 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from ..errors import ConfigError
-from ..registry import register_dataset
+from ..registry import AugmentationName, register_dataset
 from ..utils.io import atomic_write_json
 from .base import MIN_IMAGE_SIZE, DataConfig, DatasetSpec, LabelSet, require_folder
 from .coco import read_coco_annotations
@@ -44,8 +43,8 @@ class SyntheticConfig(DataConfig):
     train_split: str = "train"
     test_split: str = "test"
     image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
-    train_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "plain"
-    test_transform: Literal["mlgcn", "ssgrl", "plain", "asl"] = "plain"
+    train_transform: AugmentationName = "plain"
+    test_transform: AugmentationName = "plain"
     num_classes: int = Field(10, ge=1, le=MAX_CLASSES)  # distinct (colour, shape) pairs
     n_train: int = Field(600, ge=1)
     n_test: int = Field(300, ge=1)
@@ -214,6 +213,7 @@ def generate_split(cfg: SyntheticConfig, root: Path, split: str) -> Path:
 class SyntheticSpec(DatasetSpec):
     name = "synthetic"
     splits = ("train", "test")
+    generated = True
     layout = ("ROOT/annotations/instances_{train,test}.json\nROOT/{train,test}/NNNNNN.jpg\n"
               "(generated on first use; ROOT defaults to ~/.cache/gmbench/synthetic/<hash>)")
 

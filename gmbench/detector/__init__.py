@@ -3,6 +3,7 @@
 * ``config.DetectorTrainConfig`` – the validated ``detector:`` block (pydantic only);
 * ``model`` – Faster R-CNN from an architecture spec; the weights file format;
 * ``train.train_detector`` – training with checkpoints/resume, box AP (``evaluate``);
-* ``suite.ensure_instances`` – the runner's hook: train once, extract both splits.
+The runner trains a row's detector through ``gmbench.instances.source.prepare`` (the layer
+above); nothing here imports the instances layer.
 The CLI is ``python -m gmbench detector train``.
 """

@@ -7,16 +7,9 @@ trains it once per (data config, detector config) and extracts both splits with 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
-
-def config_digest(obj) -> str:
-    """16 hex digits of the sha256 of a JSON-able object (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
 
 ARCHS = ("resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet101_fpn")
 # torchvision's fasterrcnn_resnet50_fpn anchors: one size per FPN level (P2..P6).
@@ -97,20 +90,3 @@ class DetectorTrainConfig(BaseModel):
                 "anchor_sizes": list(self.anchor_sizes), "aspect_ratios": [0.5, 1.0, 2.0],
                 "representation_size": self.representation_size, "fpn_channels": self.fpn_channels,
                 "min_size": self.min_size, "max_size": self.max_size}
-
-
-def check_run(cfg) -> None:
-    """A run config whose ``detector`` block is set must read that detector's instances."""
-    m = cfg.model
-    if getattr(m, "features", None) != "cache" or getattr(m, "instance_source", None) != "detector":
-        raise ValueError(
-            f"config key 'detector' is set, but method {m.name!r} does not read detector instances "
-            f"(it needs model.features=cache and model.instance_source=detector); remove the "
-            f"detector block from this row")
-    if getattr(m, "cache_train", None) or getattr(m, "cache_test", None):
-        raise ValueError("config key 'detector' is set together with model.cache_train/cache_test; "
-                         "the runner extracts the detector's instances itself: drop one of them")
-    if getattr(m, "feat_dim", None) != cfg.detector.representation_size:
-        raise ValueError(
-            f"model.feat_dim={m.feat_dim} but detector.representation_size="
-            f"{cfg.detector.representation_size} (the width of the instance features); make them equal")

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import checkpoint
+from ..utils import checkpoint
 from ..data.base import LabelSet
-from ..utils.io import atomic_write_json
-from .config import DetectorTrainConfig, config_digest
+from ..utils.io import atomic_write_json, config_digest, sha256_file
+from .config import DetectorTrainConfig
 from .model import arch_name, build_faster_rcnn, save_detector_file
 from ..errors import NoBoxesError  # noqa: F401  (re-exported: raised here)
 
@@ -246,11 +246,10 @@ def train_detector(cfg: DetectorTrainConfig, train: LabelSet, test: Optional[Lab
         "arch": cfg.arch_spec(), "num_classes": C + 1, "class_names": list(train.class_names),
         "trained_on": trained_on, "config": cfg.model_dump(mode="json"), "config_hash": h,
         "ap50": None if ap is None else ap["AP50"]})
-    from ..instances.cache import file_sha256
     rec = {"status": "finished", "arch": arch_name(cfg.arch_spec()), "config": cfg.model_dump(mode="json"),
            "config_hash": h, "trained_on": trained_on, "eval_split": test_split if ap is not None else None,
            "box_ap": ap, "history": history,
-           "weights": str(weights), "sha256": file_sha256(weights),
+           "weights": str(weights), "sha256": sha256_file(weights),
            "timing": {"train_s": round(t_train, 2), "eval_s": round(t_eval, 2),
                       "threads": torch.get_num_threads()},
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -18,7 +18,7 @@ DEFAULT_TOP_M = {"voc2007": 10, "coco2014": 35, "nuswide": 35}  # the paper's m
 
 def default_cache_dir(data_cache_dir, split: str, source: str, top_m: int) -> Path:
     """Where ``gmbench extract`` writes by default: DATA_CACHE/instances/SPLIT-SOURCE-mM,
-    with DATA_CACHE = data.cache_dir or ROOT/.gmbench (as the runner uses)."""
+    with DATA_CACHE = ``gmbench.data.base.data_cache_dir`` (as the runner uses)."""
     return Path(data_cache_dir).expanduser() / "instances" / f"{split}-{source}-m{top_m}"
 
 

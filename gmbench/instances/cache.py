@@ -33,41 +33,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..utils.io import atomic_numpy_save, atomic_write_json
 from ..errors import CacheError  # noqa: F401  (re-exported: raised here)
-
-FORMAT = "gmbench-instances/1"
-ARRAYS = ("feat", "boxes_px", "boxes", "labels", "scores", "offsets", "sizes")
-_PER_INSTANCE = ("feat", "boxes_px", "boxes", "labels", "scores")
-
-
-def ids_digest(image_ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(map(str, image_ids)).encode("utf-8")).hexdigest()
-
-
-def settings_digest(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    from ..utils.io import sha256_file
-    return sha256_file(path)
-
-
-def shard_ranges(n_images: int, shard_size: int) -> List[tuple]:
-    """[(start, stop)] image index ranges of the shards, in order."""
-    if shard_size < 1:
-        raise ValueError(f"shard size must be >= 1, got {shard_size}")
-    return [(a, min(a + shard_size, n_images)) for a in range(0, n_images, shard_size)]
-
-
-def shard_name(s: int) -> str:
-    return f"shard-{s:05d}"
-
-
-def array_path(shard_dir: Path, s: int, name: str) -> Path:
-    return shard_dir / f"{shard_name(s)}.{name}.npy"
-
+from ..utils.io import atomic_numpy_save, atomic_write_json, sha256_file
+from .layout import (_PER_INSTANCE, ARRAYS, FORMAT, array_path, ids_digest,  # noqa: F401
+                     settings_digest, shard_name, shard_ranges)
 
 def pack_shard(results: List[dict], feat_dim: int) -> Dict[str, np.ndarray]:
     """Per-image results → the shard's flat arrays.
@@ -106,7 +75,7 @@ def write_shard(shard_dir: Path, s: int, start: int, stop: int, image_ids: Seque
     for name in ARRAYS:
         path = array_path(shard_dir, s, name)
         atomic_numpy_save(path, arrays[name])
-        files[name], sizes[name] = file_sha256(path), path.stat().st_size
+        files[name], sizes[name] = sha256_file(path), path.stat().st_size
     meta = {"shard": s, "start": start, "stop": stop, "n_images": stop - start,
             "n_instances": int(arrays["offsets"][-1]), "ids_sha256": ids_digest(image_ids),
             "identity": identity, "files": files, "bytes": sizes,

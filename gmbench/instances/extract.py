@@ -28,7 +28,7 @@ from torchvision.ops import batched_nms, boxes as box_ops
 from ..detector.model import (TORCHVISION_R50, arch_name, build_faster_rcnn, class_names_of,
                               load_into, read_detector_file)
 from ..models.weights import hub_state_dict
-from .cache import file_sha256
+from ..utils.io import sha256_file
 
 _COCO_ENUM = "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"
 
@@ -69,7 +69,7 @@ def _weights_state(weights: str):
     path = Path(weights).expanduser().resolve()
     state, meta = read_detector_file(path)
     # the full digest: the cache identity must change with any change of the weights
-    return state, meta, f"file:{path.name}#sha256:{file_sha256(path)}"
+    return state, meta, f"file:{path.name}#sha256:{sha256_file(path)}"
 
 
 def build_detector(cfg: DetectorConfig, top_m: int):
@@ -181,7 +181,7 @@ class DetectorSource:
         s.update(weights=self.weights_id, arch=arch_name(self.arch), source=self.kind,
                  min_size=self.model.transform.min_size[0], max_size=self.model.transform.max_size)
         t = self.meta.get("trained_on")
-        if t:  # provenance for the run records' protocol block (gmbench/protocol.py)
+        if t:  # provenance for the run records' protocol block (gmbench/instances/provenance.py)
             s["trained_on"] = {k: t[k] for k in ("dataset", "split", "n_images") if k in t}
         return s
 

@@ -76,9 +76,8 @@ class OnlineDetector:
         return boxes, mask, feats
 
 
-def build_online_detector(model_cfg) -> OnlineDetector:
-    """The detector a gm_mlic ``model:`` block with ``features: online`` asks for."""
-    cfg = DetectorConfig(weights=model_cfg.detector_weights, seed=model_cfg.detector_seed,
-                         min_size=model_cfg.detector_min_size,
-                         max_size=model_cfg.detector_max_size)
-    return OnlineDetector(cfg, model_cfg.top_m)
+def build_online_detector(inst) -> OnlineDetector:
+    """The detector that ``inst`` (InstanceSettings with ``features: online``) asks for."""
+    cfg = DetectorConfig(weights=inst.detector_weights, seed=inst.detector_seed,
+                         min_size=inst.detector_min_size, max_size=inst.detector_max_size)
+    return OnlineDetector(cfg, inst.top_m)

@@ -39,7 +39,9 @@ import numpy as np
 
 from ..utils import signals
 from ..utils.io import atomic_write_json
-from . import cache as C
+from ..errors import CacheError
+from ..utils.io import sha256_file
+from . import layout as L
 
 STAMP = "verified.json"
 LEVELS = ("quick", "full", "auto")
@@ -77,8 +79,8 @@ def shard_file_problems(shard_dir: Path, s: int, record: dict, level: str,
     """
     out = []
     sums, sizes = record.get("files") or {}, record.get("bytes") or {}
-    for name in C.ARRAYS:
-        path = C.array_path(shard_dir, s, name)
+    for name in L.ARRAYS:
+        path = L.array_path(shard_dir, s, name)
         try:
             size = path.stat().st_size
         except OSError:
@@ -102,7 +104,7 @@ def shard_file_problems(shard_dir: Path, s: int, record: dict, level: str,
                 out.append(f"{path.name} has {size} bytes, its header implies "
                            f"{offset + dtype.itemsize * int(np.prod(shape))}")
                 continue
-        if level == "full" and C.file_sha256(path) != sums.get(name):
+        if level == "full" and sha256_file(path) != sums.get(name):
             out.append(f"{path.name} does not match its sha256 checksum")
     return out
 
@@ -121,7 +123,7 @@ def manifest_problem(manifest: dict) -> Optional[str]:
                     f"{manifest['n_images']} images")
         if sum(sh["n_instances"] for sh in shards) != manifest["n_instances"]:
             return "its shards' instance counts do not add up to n_instances"
-        if C.ids_digest(ids) != manifest["ids_sha256"]:
+        if L.ids_digest(ids) != manifest["ids_sha256"]:
             return "its image id list does not match ids_sha256"
         int(manifest["feat_dim"])
     except (KeyError, TypeError, ValueError) as e:
@@ -152,8 +154,8 @@ def file_keys(root: Path, manifest: dict) -> Dict[str, list]:
     """{file relative to ``root``: its stat key}; missing files are left out."""
     out = {}
     for sh in manifest["shards"]:
-        for name in C.ARRAYS:
-            path = C.array_path(root / "shards", sh["shard"], name)
+        for name in L.ARRAYS:
+            path = L.array_path(root / "shards", sh["shard"], name)
             try:
                 out[str(path.relative_to(root))] = _key(path)
             except OSError:
@@ -216,17 +218,17 @@ def verify_cache(root: Path, manifest: dict, level: str = "auto") -> str:
         raise ValueError(f"verify level must be one of {', '.join(LEVELS)}, got {level!r}")
     problem = manifest_problem(manifest)
     if problem:
-        raise C.CacheError(f"{root / 'manifest.json'} is inconsistent: {problem}; "
+        raise CacheError(f"{root / 'manifest.json'} is inconsistent: {problem}; "
                            f"{fix_hint(root, manifest)}")
     bad = check_shards(root, manifest, "quick")
     if bad:
-        raise C.CacheError(damage_report(root, manifest, bad, "quick"))
+        raise CacheError(damage_report(root, manifest, bad, "quick"))
     if level == "quick" or (level == "auto" and stamp_matches(root, manifest)):
         return "quick" if level == "quick" else "stamp"
     digest, keys = manifest_digest(root), file_keys(root, manifest)  # before hashing
     bad = check_shards(root, manifest, "full")
     if bad:
         remove_stamp(root)
-        raise C.CacheError(damage_report(root, manifest, bad, "full"))
+        raise CacheError(damage_report(root, manifest, bad, "full"))
     write_stamp(root, digest, keys)
     return "full"

@@ -2,7 +2,7 @@
 
 Shapes: probs [N, C] in [0, 1], targets [N, C] with 1 present, 0 absent, -1 ignored.
 The conventions are listed by ``conventions()`` and explained in
-docs/reproduction.md (## Metric conventions).
+docs/protocol.md (## Metrics).
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def float32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b with autocast off and both sides at least float32.
 
     For a head's last layer: bfloat16 logits keep 8 bits of mantissa, so many test scores
-    tie and tied scores lower AP (docs/reproduction.md, "Scores in float32").
+    tie and tied scores lower AP (docs/protocol.md, "Tied scores from bfloat16").
     """
     with no_autocast(a):
         return torch.matmul(at_least_f32(a), at_least_f32(b))

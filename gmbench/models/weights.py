@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 import torch
 from ..errors import WeightsError  # noqa: F401  (re-exported: raised here)
+from ..utils.download import OFFLINE_ENV, offline
 
 # torch.hub's HASH_REGEX, restricted to a prefix long enough to mean something
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
@@ -84,6 +85,12 @@ def hub_state_dict(enum, progress: bool = False) -> Dict[str, torch.Tensor]:
             f"instead of the torchvision weights.")
     expected = hash_prefix(path.name)
     if not path.is_file():
+        if offline():  # a compute node: never download inside a job
+            raise WeightsError(
+                f"torchvision weights {name} are missing: {path} is absent and {OFFLINE_ENV}=1 "
+                f"forbids downloading them. On a machine with internet run: python -m gmbench "
+                f"fetch {name} (or fetch --suite NAME), with the same torch hub cache "
+                f"(TORCH_HOME), or copy the file there.")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(enum.url, str(path), expected, progress=progress)

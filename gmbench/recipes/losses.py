@@ -9,30 +9,41 @@ outside autocast, whatever the forward pass ran in.
 
 ``loss.name: default`` is the method's own ``model.loss(out, batch)``; its registered name
 is the model's ``default_loss`` attribute (``bce`` unless the method says otherwise).
+
+A new loss is one function with ``@register_loss(name, settings=...)``, here or in the
+method's own package (GM-MLIC's ``weighted_bce`` registers from
+``gmbench/models/gm_mlic/loss.py``); its settings become ``loss:`` keys. The factory
+receives the model, so a method's loss may read what its model keeps (GM-MLIC's label
+ratios); a generic loss ignores it.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 
 from gmbench.models.base import masked_bce_with_logits
-from gmbench.models.gm_mlic.loss import weighted_bce_from_logits
-from gmbench.registry import Registry
+from gmbench.registry import LOSSES, register_loss
 
-LOSSES = Registry("loss")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def asymmetric_loss(logits: torch.Tensor, target: torch.Tensor, gamma_neg: float, gamma_pos: float,
-                    clip: float, alpha: float = None) -> torch.Tensor:
+                    clip: float, alpha: float = None, focal_grad: bool = False) -> torch.Tensor:
     """Asymmetric loss (Ridnik et al., ICCV 2021), mean over entries whose target is not -1.
 
     p = σ(x); positives: −(1−p)^γ+ · log p; negatives: −p_m^γ− · log(1−p_m) with the shifted
     probability p_m = max(p − clip, 0). With γ+ = γ− = γ and clip = 0 this is the focal loss;
     ``alpha`` (focal only) weighs positives by α and negatives by 1−α.
+
+    ``focal_grad``: whether the gradient flows through the focusing weights (1−p)^γ+ and
+    p_m^γ−. False treats them as constants, as the ASL, ML-Decoder and Query2Label code
+    does (``disable_torch_grad_focal_loss``): the value is the same, but a negative's
+    gradient then lacks the term γ−·p_m^(γ−−1)·p(1−p)·log(1−p_m). True is the exact
+    derivative of the value, as in the focal-loss paper (Lin et al., ICCV 2017).
     logits, target [B, C] → scalar.
     """
     valid = (target >= 0).to(logits.dtype)
@@ -44,38 +55,46 @@ def asymmetric_loss(logits: torch.Tensor, target: torch.Tensor, gamma_neg: float
         log_1m_neg = torch.log((1 - p_neg).clamp(min=1e-8))
     else:  # exact log(1 − p) through logsigmoid(−x): finite for very confident logits
         p_neg, log_1m_neg = p, F.logsigmoid(-logits)
-    pos = (1 - p).pow(gamma_pos) * log_p if gamma_pos else log_p
-    neg = p_neg.pow(gamma_neg) * log_1m_neg if gamma_neg else log_1m_neg
+    w_pos = (1 - p).pow(gamma_pos) if gamma_pos else torch.ones_like(p)
+    w_neg = p_neg.pow(gamma_neg) if gamma_neg else torch.ones_like(p)
+    if not focal_grad:
+        w_pos, w_neg = w_pos.detach(), w_neg.detach()
+    pos, neg = w_pos * log_p, w_neg * log_1m_neg
     if alpha is not None:
         pos, neg = alpha * pos, (1 - alpha) * neg
     loss = -(y * pos + (1 - y) * neg)
     return (loss * valid).sum() / valid.sum().clamp(min=1.0)
 
 
-@LOSSES.register("bce")
+class AslSettings(BaseModel):
+    gamma_neg: float = Field(4.0, ge=0)    # γ−
+    gamma_pos: float = Field(0.0, ge=0)    # γ+
+    clip: float = Field(0.05, ge=0, lt=1)  # probability margin on negatives
+    # differentiate through the focusing weights; False: the authors' default (asymmetric_loss)
+    focal_grad: bool = False
+
+
+class FocalSettings(BaseModel):
+    gamma: float = Field(2.0, ge=0)
+    alpha: Optional[float] = Field(None, ge=0, le=1)  # positive weight (None: unweighted)
+    focal_grad: bool = False  # one loss.focal_grad key with asl's (Lin et al.'s focal: true)
+
+
+@register_loss("bce")
 def _bce(cfg, model) -> LossFn:
     return masked_bce_with_logits
 
 
-@LOSSES.register("asl")
+@register_loss("asl", settings=AslSettings)
 def _asl(cfg, model) -> LossFn:
-    return lambda x, t: asymmetric_loss(x, t, cfg.gamma_neg, cfg.gamma_pos, cfg.clip)
+    return lambda x, t: asymmetric_loss(x, t, cfg.gamma_neg, cfg.gamma_pos, cfg.clip,
+                                        focal_grad=cfg.focal_grad)
 
 
-@LOSSES.register("focal")
+@register_loss("focal", settings=FocalSettings)
 def _focal(cfg, model) -> LossFn:
-    return lambda x, t: asymmetric_loss(x, t, cfg.gamma, cfg.gamma, 0.0, cfg.alpha)
-
-
-@LOSSES.register("weighted_bce")
-def _weighted_bce(cfg, model) -> LossFn:
-    """GM-MLIC's Eq. 15; needs the training label ratios r_c (``model.ratios`` [C])."""
-    ratios = getattr(model, "ratios", None)
-    if ratios is None:
-        raise ValueError(f"loss.name=weighted_bce needs the training label ratios, which "
-                         f"{type(model).__name__} does not keep (model.ratios); use bce, asl or focal")
-    beta = cfg.beta if cfg.beta is not None else getattr(getattr(model, "cfg", None), "beta", 0.4)
-    return lambda x, t: weighted_bce_from_logits(x, t, ratios, beta)
+    return lambda x, t: asymmetric_loss(x, t, cfg.gamma, cfg.gamma, 0.0, cfg.alpha,
+                                        focal_grad=cfg.focal_grad)
 
 
 def resolve_loss_name(cfg, model) -> str:

@@ -4,29 +4,46 @@
 ``param_groups`` (backbone at lr·backbone_lr_mult) and, with ``no_decay_norm_bias``, each
 group split in two so that biases and normalisation scales (every parameter with
 ndim ≤ 1) get no weight decay, as most recipes since 2018 do.
+
+A new optimizer is one ``@register_optimizer(name, settings=...)`` function; its settings
+become ``optim:`` keys (``lr``, ``weight_decay`` and the rest of
+``gmbench.recipes.settings.OptimCommon`` are every optimizer's).
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Annotated, List
 
 import torch
+from pydantic import AfterValidator, BaseModel, Field
 
-from gmbench.registry import Registry
-
-OPTIMIZERS = Registry("optimizer")
+from gmbench.registry import OPTIMIZERS, register_optimizer
 
 
-@OPTIMIZERS.register("sgd")
+def _two_betas(v: List[float]) -> List[float]:
+    if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):
+        raise ValueError("expected two numbers in [0, 1), e.g. [0.9, 0.999]")
+    return v
+
+
+class SGDSettings(BaseModel):
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+
+
+class AdamSettings(BaseModel):
+    betas: Annotated[List[float], AfterValidator(_two_betas)] = [0.9, 0.999]
+
+
+@register_optimizer("sgd", settings=SGDSettings)
 def _sgd(groups, cfg):
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-@OPTIMIZERS.register("adam")
+@register_optimizer("adam", settings=AdamSettings)
 def _adam(groups, cfg):
     return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
-@OPTIMIZERS.register("adamw")
+@register_optimizer("adamw", settings=AdamSettings)
 def _adamw(groups, cfg):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 

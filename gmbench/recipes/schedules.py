@@ -12,17 +12,20 @@ so the schedule position is always ``global_step``):
 ``warmup_epochs`` > 0 adds a linear warm-up (from 1/W of the lr over W iterations) to the
 others. State (the iteration count) is in the scheduler's state_dict, so a mid-epoch
 resume continues the schedule exactly.
+
+A new schedule is one ``@register_schedule(name, settings=...)`` function; its settings
+become ``optim:`` keys (a key another schedule or optimizer declares must agree with it).
 """
 from __future__ import annotations
 
 import bisect
 import math
+from typing import List
 
 import torch
+from pydantic import BaseModel, Field
 
-from gmbench.registry import Registry
-
-SCHEDULES = Registry("scheduler")
+from gmbench.registry import SCHEDULES, register_schedule
 
 
 class Multiplier:
@@ -49,16 +52,35 @@ class Multiplier:
         return f
 
 
-def _lambda(kind):
+class StepSettings(BaseModel):
+    step_size: int = Field(30, ge=1)     # epochs between decays
+    gamma: float = Field(0.1, gt=0.0)    # lr factor at each decay
+
+
+class MultiStepSettings(BaseModel):
+    milestones: List[int] = []           # epochs at which lr ×= gamma
+    gamma: float = Field(0.1, gt=0.0)
+
+
+class CosineSettings(BaseModel):
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # final lr / base lr
+
+
+def _lambda(kind, **own):
+    """A LambdaLR of ``Multiplier(kind)``; ``own`` maps Multiplier's arguments to the
+    entry's own ``optim:`` keys."""
     def build(opt, cfg, spe, epochs):
-        m = Multiplier(kind, spe, spe * epochs, round(cfg.warmup_epochs * spe), gamma=cfg.gamma,
-                       step_size=cfg.step_size, milestones=cfg.milestones, min_ratio=cfg.min_lr_ratio)
+        m = Multiplier(kind, spe, spe * epochs, round(cfg.warmup_epochs * spe),
+                       **{arg: getattr(cfg, key) for arg, key in own.items()})
         return torch.optim.lr_scheduler.LambdaLR(opt, m)
     return build
 
 
-for _kind in ("none", "step", "multistep", "cosine"):
-    SCHEDULES.register(_kind)(_lambda(_kind))
+register_schedule("none")(_lambda("none"))
+register_schedule("step", settings=StepSettings)(_lambda("step", gamma="gamma", step_size="step_size"))
+register_schedule("multistep", settings=MultiStepSettings)(
+    _lambda("multistep", gamma="gamma", milestones="milestones"))
+register_schedule("cosine", settings=CosineSettings)(_lambda("cosine", min_ratio="min_lr_ratio"))
 
 
 class _OneCycle(torch.optim.lr_scheduler.OneCycleLR):
@@ -69,7 +91,7 @@ class _OneCycle(torch.optim.lr_scheduler.OneCycleLR):
         return {k: v for k, v in super().state_dict().items() if not callable(v)}
 
 
-@SCHEDULES.register("onecycle")
+@register_schedule("onecycle")
 def _onecycle(opt, cfg, spe, epochs):
     total = max(spe * epochs, 2)
     pct = min(cfg.warmup_epochs / epochs, 0.99) if cfg.warmup_epochs and epochs else 0.3

@@ -40,7 +40,7 @@ def write_tables(suite_dir: Path, formats: Sequence[str] = ("csv", "md"),
         written.append(atomic_write_text(suite_dir / "table_tidy.csv", tidy))
     fig = (records[-1].get("table") or {}).get("figure")
     if fig:
-        from ..figures import FigureSpec, plot_sweep
+        from .figures import FigureSpec, plot_sweep
         spec = FigureSpec.model_validate(fig)
         written += plot_sweep(records, spec, suite_dir / spec.file, select=t.select)
     return written

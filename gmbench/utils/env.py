@@ -14,6 +14,8 @@ _PACKAGES = ("torch", "torchvision", "dgl", "numpy", "pandas", "pydantic")
 
 def git_commit() -> str:
     repo = Path(__file__).resolve().parents[2]
+    if not (repo / ".git").exists():  # an installed wheel: site-packages may lie in another repo
+        return "unknown"
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)

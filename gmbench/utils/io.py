@@ -136,6 +136,12 @@ def atomic_numpy_save(path: PathLike, array) -> Path:
     return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
+def config_digest(obj: Any) -> str:
+    """16 hex digits of the sha256 of a JSON-able object with sorted keys: the one hash that
+    names run ids, records' ``config_hash`` and trained detectors."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -6,6 +6,7 @@ from typing import List, Literal, Optional
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from gmbench.models.backbone import BackboneName
+from gmbench.models.instance_settings import InstanceSettings
 
 
 class GMMLICConfig(BaseModel):
@@ -50,6 +51,14 @@ class GMMLICConfig(BaseModel):
     # mean over images (the paper's per-image sum; default); "mean" = mean over the B·C
     # entries (C times smaller gradients); "sum" = sum over both (B times larger).
     loss_reduction: Literal["sum_classes", "mean", "sum"] = "sum_classes"
+
+    def instance_settings(self) -> InstanceSettings:
+        """The instance fields every reader outside this method takes (instances/source.py)."""
+        return InstanceSettings(
+            features=self.features, source=self.instance_source, top_m=self.top_m,
+            feat_dim=self.feat_dim, cache_train=self.cache_train, cache_test=self.cache_test,
+            detector_weights=self.detector_weights, detector_seed=self.detector_seed,
+            detector_min_size=self.detector_min_size, detector_max_size=self.detector_max_size)
 
     @model_validator(mode="after")
     def _timm_roi(self):

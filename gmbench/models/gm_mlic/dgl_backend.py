@@ -106,7 +106,7 @@ def dgl_scores(head: GMMLICHead, g, feats: torch.Tensor, boxes: torch.Tensor,
             g.apply_edges(lambda edges: {K.T_LOGIT: head.dec(e=edges.data[K.F_STATE])},
                           etype=K.MATCH)
         # The readout stays float32: under CUDA autocast DGL casts its message-passing inputs
-        # to the autocast dtype, and bfloat16 logits tie (docs/reproduction.md).
+        # to the autocast dtype, and bfloat16 logits tie (docs/gm_mlic.md).
         with no_autocast(vo):
             if not head.match:  # w/o ILM edges: scaled dot product of the final node states
                 g.nodes[K.INST].data[K.F_STATE] = at_least_f32(vo) / math.sqrt(head.out_dim)

@@ -1,10 +1,18 @@
-"""Eq. 15: class-weighted binary cross-entropy on the pooled prediction p_c."""
+"""Eq. 15: class-weighted binary cross-entropy on the pooled prediction p_c, and its
+registration as the named loss ``weighted_bce`` (``loss.name: weighted_bce``, with its
+setting ``loss.beta``). GM-MLIC's own loss (``loss.name: default``) is the same function
+with ``model.loss_reduction``.
+"""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 
 from gmbench.models.base import at_least_f32
+from gmbench.registry import register_loss
 
 REDUCTIONS = ("sum_classes", "mean", "sum")
 
@@ -39,3 +47,19 @@ def weighted_bce_from_logits(logits: torch.Tensor, target: torch.Tensor, ratios:
     if reduction == "sum_classes":
         return total / (valid.sum(1) > 0).sum().clamp(min=1).to(logits.dtype)
     return total / valid.sum().clamp(min=1.0)
+
+
+class WeightedBCESettings(BaseModel):
+    beta: Optional[float] = Field(None, ge=0)  # β of Eq. 15 (None: the model's model.beta, else 0.4)
+
+
+@register_loss("weighted_bce", settings=WeightedBCESettings)
+def build_weighted_bce(cfg, model):
+    """Eq. 15 as a named loss for any model that keeps the training label ratios r_c as
+    ``model.ratios`` [C] (GM-MLIC does); β from ``loss.beta``, else the model's ``cfg.beta``."""
+    ratios = getattr(model, "ratios", None)
+    if ratios is None:
+        raise ValueError(f"loss.name=weighted_bce needs the training label ratios, which "
+                         f"{type(model).__name__} does not keep (model.ratios); use bce, asl or focal")
+    beta = cfg.beta if cfg.beta is not None else getattr(getattr(model, "cfg", None), "beta", 0.4)
+    return lambda x, t: weighted_bce_from_logits(x, t, ratios, beta)

@@ -51,7 +51,7 @@ class GMMLIC(MLICModel):
                              f"{tuple(word.shape)} and {tuple(ratios.shape)}")
         # Standardise each label's attribute vector (zero mean, unit variance over its D dims):
         # unit-norm (random) or small-norm (GloVe) vectors otherwise reach the encoder far below
-        # its bias scale, and every label starts as nearly the same state (docs/reproduction.md).
+        # its bias scale, and every label starts as nearly the same state (docs/gm_mlic.md).
         self.register_buffer("word", F.layer_norm(word, (word.shape[1],)), persistent=False)
         self.register_buffer("ratios", ratios, persistent=False)
         self.record: Dict[str, object] = {"features": cfg.features, "backend_requested": cfg.backend,

@@ -25,7 +25,7 @@ from typing import Dict, List, Literal, Tuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from .utils.io import atomic_write_bytes, atomic_write_text
+from ..utils.io import atomic_write_bytes, atomic_write_text
 
 WIDTH_IN = 3.25   # one column of CVPR (3.28 in) or IJCAI (3.33 in), included at natural size
 PANEL_HEIGHT_IN = 1.55
@@ -153,7 +153,7 @@ def plot_sweep(records: List[dict], spec: FigureSpec, path: Path, select: str = 
     """Draw the sweep to ``path`` (PNG) and beside it .pdf, .svg and .tex (atomically);
     returns the paths written."""
     import matplotlib.pyplot as plt
-    from .tables.latex import latex_escape
+    from .latex import latex_escape
 
     path = Path(path)
     fig = draw(records, spec, select)

@@ -20,8 +20,11 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from .utils.io import atomic_write, atomic_write_text, sha256_file
-from .errors import CheckpointError  # noqa: F401  (re-exported: raised here)
+from .io import atomic_write, atomic_write_text, sha256_file
+
+
+class CheckpointError(RuntimeError):
+    """No intact checkpoint could be loaded from a folder that holds some."""
 
 
 _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")

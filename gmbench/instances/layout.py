@@ -1,0 +1,36 @@
+"""The instance cache's on-disk names and identities (layout: ``cache.py``'s docstring),
+shared by the writer and reader (``cache.py``), the checks (``verify.py``) and the
+extraction driver (``pipeline.py``), which import this module and not each other."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import List, Sequence
+
+FORMAT = "gmbench-instances/1"
+ARRAYS = ("feat", "boxes_px", "boxes", "labels", "scores", "offsets", "sizes")
+_PER_INSTANCE = ("feat", "boxes_px", "boxes", "labels", "scores")
+
+
+def ids_digest(image_ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(map(str, image_ids)).encode("utf-8")).hexdigest()
+
+
+def settings_digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def shard_ranges(n_images: int, shard_size: int) -> List[tuple]:
+    """[(start, stop)] image index ranges of the shards, in order."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    return [(a, min(a + shard_size, n_images)) for a in range(0, n_images, shard_size)]
+
+
+def shard_name(s: int) -> str:
+    return f"shard-{s:05d}"
+
+
+def array_path(shard_dir: Path, s: int, name: str) -> Path:
+    return shard_dir / f"{shard_name(s)}.{name}.npy"

@@ -1,0 +1,248 @@
+"""Where a run's instances come from, in one module: no instances, annotation boxes, an
+instance cache (of annotation boxes or of a detector), a detector the runner trains from the
+row's ``detector:`` block, or the frozen detector run online on every batch.
+
+Every reader takes the method's typed :class:`~gmbench.models.instance_settings.InstanceSettings`
+and the dataset's cache folder (:func:`gmbench.data.base.data_cache_dir`); the verbs:
+
+* :func:`check` — at validation: a ``detector:`` block fits the instance settings;
+* :func:`prepare` — before a run: train (or find) the row's detector and extract (or
+  verify) both splits' caches, once per (data config, detector config) per process;
+* :func:`files` — what a run opens besides the annotations (the dry run lists them);
+* :func:`open_sources` — for a built model: the open caches, or the attached online detector;
+* :func:`describe` — the record's ``protocol`` block (what the run saw), from the config
+  alone when ``model`` is None, so a plan can be checked before anything runs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ..data.base import data_cache_dir
+from ..models.instance_settings import InstanceSettings, instance_settings
+from ..utils.io import config_digest
+from . import default_cache_dir as cache_dir
+from . import provenance
+
+# prepare()'s results in this process: detector key → {"weights", "sha256", ...}.
+_PREPARED: Dict[str, dict] = {}
+
+
+def detector_key(cfg) -> str:
+    """Hash naming a (data config, detector config) pair: one trained detector per key."""
+    return config_digest({"detector": cfg.detector.model_dump(mode="json"),
+                          "data": cfg.data.model_dump(mode="json")})
+
+
+def check(cfg) -> None:
+    """ValueError unless a run config's ``detector`` block (if any) feeds the method's
+    detector-instance cache: the runner trains it and extracts both splits with it."""
+    if getattr(cfg, "detector", None) is None:
+        return
+    m, inst = cfg.model, instance_settings(cfg.model)
+    if inst is None or inst.features != "cache" or inst.source != "detector":
+        raise ValueError(
+            f"config key 'detector' is set, but method {m.name!r} does not read detector instances "
+            f"(it needs model.features=cache and model.instance_source=detector); remove the "
+            f"detector block from this row")
+    if inst.cache_train or inst.cache_test:
+        raise ValueError("config key 'detector' is set together with model.cache_train/cache_test; "
+                         "the runner extracts the detector's instances itself: drop one of them")
+    if inst.feat_dim != cfg.detector.representation_size:
+        raise ValueError(
+            f"model.feat_dim={inst.feat_dim} but detector.representation_size="
+            f"{cfg.detector.representation_size} (the width of the instance features); make them equal")
+
+
+def cache_paths(cfg, root: Optional[Path]) -> List[Tuple[str, Path]]:
+    """[(split, cache dir)] for train and test of a cache-mode config; splits whose folder
+    cannot be known (no root, no data.cache_dir, no explicit path) are left out."""
+    inst = instance_settings(cfg.model)
+    if inst is None or inst.features != "cache":
+        return []
+    d = cfg.data
+    base = data_cache_dir(d, root)
+    out = []
+    for split, given in ((d.train_split, inst.cache_train), (d.test_split, inst.cache_test)):
+        if given:
+            out.append((split, Path(given).expanduser()))
+        elif base is not None:
+            out.append((split, cache_dir(base, split, inst.source, inst.top_m)))
+    return out
+
+
+def detector_weights_file(inst: Optional[InstanceSettings]) -> Optional[Path]:
+    """The weights file online mode reads: a path, or torchvision's COCO file in the hub
+    cache for ``coco``; None for other modes and ``none`` (random init)."""
+    if inst is None or inst.features != "online" or inst.detector_weights == "none":
+        return None
+    if inst.detector_weights == "coco":
+        from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
+
+        from ..models.weights import hub_weights_path
+        return hub_weights_path(FasterRCNN_ResNet50_FPN_Weights.COCO_V1)
+    return Path(inst.detector_weights).expanduser()
+
+
+def files(cfg, root: Optional[Path]) -> List[Tuple[str, Path]]:
+    """[(what, path)] a run opens for its instances: the caches' manifests, or the online
+    detector's weights. A row whose ``detector`` block makes its caches lists nothing: the
+    runner writes them."""
+    if getattr(cfg, "detector", None) is not None:
+        return []
+    out = [(f"instance cache, split {split}", p / "manifest.json") for split, p in cache_paths(cfg, root)]
+    weights = detector_weights_file(instance_settings(cfg.model))
+    if weights is not None:
+        out.append(("online detector weights", weights))
+    return out
+
+
+def prepare(cfg, root, log: Callable[[str], None] = print) -> dict:
+    """Train the row's detector and extract both splits' instances with it (a no-op without
+    a ``detector`` block). Rank 0 works; other ranks wait, then read its record.
+
+    Returns {"weights", "sha256", "record", "caches", "box_AP50", "seconds"} ({} without a
+    block). Reruns find the weights and caches on disk and skip both steps.
+    """
+    if getattr(cfg, "detector", None) is None:
+        return {}
+    key = detector_key(cfg)
+    if key in _PREPARED:
+        return _PREPARED[key]
+    from ..utils import dist
+    if not dist.is_main():
+        dist.barrier()
+        rec_path = data_cache_dir(cfg.data, root) / "detectors" / key / "record.json"
+        rec = json.loads(rec_path.read_text())
+        _PREPARED[key] = {"weights": rec["weights"], "sha256": rec["sha256"], "record": str(rec_path)}
+        return _PREPARED[key]
+    try:
+        _PREPARED[key] = _train_and_extract(cfg, root, key, log)
+    finally:
+        dist.barrier()
+    return _PREPARED[key]
+
+
+def _train_and_extract(cfg, root, key: str, log) -> dict:
+    import torch
+
+    from ..data import get_spec
+    from ..detector.train import train_detector
+    from .extract import DetectorConfig, DetectorSource
+    from .pipeline import make_plan, run_extraction
+    t0 = time.perf_counter()
+    dcfg, d, top_m = cfg.detector, cfg.data, instance_settings(cfg.model).top_m
+    spec = get_spec(d.name)
+    train = spec.read_labels(root, d.train_split, d)
+    test = spec.read_labels(root, d.test_split, d)
+    base = data_cache_dir(d, root)
+    threads = torch.get_num_threads()
+    try:
+        if dcfg.num_threads:
+            torch.set_num_threads(dcfg.num_threads)
+        log(f"   detector {key}: {dcfg.arch} on {d.name}/{d.train_split} boxes "
+            f"({base / 'detectors' / key})")
+        rec = train_detector(dcfg, train, test, base / "detectors" / key, dataset=d.name,
+                             train_split=d.train_split, test_split=d.test_split,
+                             data_config=d.model_dump(mode="json"), log=lambda m: log("   " + m))
+        weights = Path(rec["weights"])
+        source = DetectorSource(DetectorConfig(weights=str(weights), score_thresh=dcfg.score_thresh),
+                                top_m, torch.device("cpu"))
+        caches = []
+        for split, labels in ((d.train_split, train), (d.test_split, test)):
+            out = cache_dir(base, split, "detector", top_m)
+            plan = make_plan(source, labels, d.name, split, top_m, 512, dcfg.extract_batch_size)
+            old = out / "plan.json"
+            stale = old.is_file() and json.loads(old.read_text()).get("identity") != plan["identity"]
+            if stale:
+                log(f"   {out} holds instances of other weights/settings; re-extracting")
+            res = run_extraction(labels, out, source, dataset=d.name, split=split, top_m=top_m,
+                                 shard_size=512, batch_size=dcfg.extract_batch_size, num_workers=0,
+                                 overwrite=stale, log=lambda m: log("   " + m))
+            if not res["complete"]:
+                raise RuntimeError(f"extraction into {out} did not complete; rerun to continue")
+            caches.append(str(out))
+    finally:
+        torch.set_num_threads(threads)
+    ap = (rec.get("box_ap") or {}).get("AP50")
+    info = {"weights": str(weights), "sha256": rec["sha256"], "record": str(weights.parent / "record.json"),
+            "caches": caches, "box_AP50": ap, "seconds": round(time.perf_counter() - t0, 2)}
+    log(f"   detector ready in {info['seconds']:.0f}s (box AP@0.5 on {d.test_split}: "
+        f"{'n/a' if ap is None else f'{100 * ap:.1f}'}); instances in {', '.join(caches)}")
+    return info
+
+
+def open_sources(model, cfg, root: Path):
+    """What ``model`` reads its instances from: (train, test) open instance caches (None in
+    other modes); in online mode the detector is attached to the model instead. Models
+    declare their needs (``needs_instance_features``, ``attach_instance_extractor``) and
+    never import this layer."""
+    inst = instance_settings(cfg.model)
+    if inst is None:
+        return None, None
+    if inst.features == "online" and hasattr(model, "attach_instance_extractor"):
+        from .online import build_online_detector
+        model.attach_instance_extractor(build_online_detector(inst))
+        return None, None
+    if not getattr(model, "needs_instance_features", False):
+        return None, None
+    from .cache import open_cache
+    caches = []
+    for split, path in cache_paths(cfg, root):
+        if not (path / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"{cfg.model.name} (model.features=cache) needs the instance cache {path} for "
+                f"split {split!r}; run `python -m gmbench extract --split {split} --source "
+                f"{inst.source} --top-m {inst.top_m}`, set model.cache_train/model.cache_test, "
+                f"or use model.features=online or e2e")
+        caches.append(open_cache(path))
+    if len(caches) != 2:  # no root and no explicit folders: nothing to open
+        raise FileNotFoundError(f"{cfg.model.name} (model.features=cache) cannot locate its instance "
+                                f"caches: set data.root, data.cache_dir or model.cache_train/cache_test")
+    if hasattr(model, "record"):
+        model.record["instance_caches"] = [str(c.root) for c in caches]
+    return caches[0], caches[1]
+
+
+def describe(cfg, model=None) -> Dict[str, object]:
+    """The protocol block of a run record (schema: docs/architecture.md, "Records"):
+    ``test_annotations_used``, ``instance_source`` (none | annotation_boxes | detector),
+    ``detector`` (weights, sha256, trained_on, overlaps_test, note), ``extra_supervision``."""
+    d, inst = cfg.data, instance_settings(cfg.model)
+    if inst is not None and inst.reads_detector:
+        if inst.features == "online":
+            det = provenance.public_detector(cfg, provenance.online_weights(inst, model))
+        elif getattr(cfg, "detector", None) is not None:
+            key = detector_key(cfg)
+            det = provenance.trained_detector(cfg, key, _PREPARED.get(key, {}))
+        else:
+            det = provenance.public_detector(cfg, provenance.manifest_settings(
+                _test_cache_candidates(cfg, model, inst)))
+        sup = None
+        if det["trained_on"]:
+            sup = f"box annotations of {', '.join(det['trained_on'])} (detector training)"
+        # instances are detections, not annotations; a detector trained on test images is
+        # flagged by detector.overlaps_test (a separate table note)
+        return {"test_annotations_used": False,
+                "instance_source": "detector", "detector": det, "extra_supervision": sup}
+    if (inst is not None and inst.reads_annotation_boxes) or getattr(model, "needs_boxes", False):
+        return {"test_annotations_used": True, "instance_source": "annotation_boxes", "detector": None,
+                "extra_supervision": f"box annotations of {d.name}/{d.train_split} (as instances)"}
+    return {"test_annotations_used": False, "instance_source": "none", "detector": None,
+            "extra_supervision": None}
+
+
+def _test_cache_candidates(cfg, model, inst: InstanceSettings) -> List[Path]:
+    """Where the test split's detector cache may be: the one the built model opened, the
+    explicit ``model.cache_test``, the default place."""
+    paths = []
+    if model is not None and getattr(model, "record", None):
+        paths += [Path(p) for p in model.record.get("instance_caches", [])[1:2]]
+    if inst.cache_test:
+        paths.append(Path(inst.cache_test).expanduser())
+    base = data_cache_dir(cfg.data, cfg.data.root)
+    if base is not None:
+        paths.append(cache_dir(base, cfg.data.test_split, "detector", inst.top_m))
+    return paths
