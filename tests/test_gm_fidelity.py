@@ -189,3 +189,16 @@ def test_coco_table2_dry_run_lists_the_detector_step_and_both_gm_mlic_rows(capsy
     assert "'GM-MLIC' seed=0" in out and "'GM-MLIC (detector trained on train2014)' seed=0" in out
     steps = [ln for ln in out.splitlines() if "detector step:" in ln]
     assert len(steps) == 1 and "resnet50_fpn" in steps[0] and "coco2014/train only" in steps[0]
+
+
+def test_an_online_row_with_a_detector_block_loads_the_weights_prepare_made(monkeypatch):
+    cfg = _cfg(**{**ONLINE, "model.detector_weights": "coco", **DET})
+    model = METHODS.get("gm_mlic").fn(cfg.model, runner._DataCache().get(cfg)[3])
+    with pytest.raises(RuntimeError, match="has not been prepared"):
+        source.open_sources(model, cfg, None)
+    # what prepare() records after training (here: a random-init stand-in for the file)
+    monkeypatch.setitem(source._PREPARED, source.detector_key(cfg), {"weights": "none", "sha256": "x"})
+    assert source.open_sources(model, cfg, None) == (None, None)
+    assert model._extractor.cfg.weights == "none"
+    assert model._extractor.cfg.min_size is None  # the size the file was trained at, not 64
+    assert source.describe(cfg, model)["detector"]["sha256"] == "x"
