@@ -171,6 +171,10 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
                             seen.add(p)
                             missing += not Path(p).exists()
                             lines.append(f"      {'ok' if Path(p).exists() else 'MISSING':7s} {p}")
+        step = instances.detector_step(r.cfg, Path(d.root) if d.root else None)
+        if step and step not in seen:
+            seen.add(step)
+            lines.append("      " + step)
         for what, p in _side_files(r.cfg, Path(d.root) if d.root else None):
             if p not in seen:
                 seen.add(p)
@@ -263,10 +267,11 @@ def build_datasets(cfg: C.RunConfig, model, train, test, root: Path):
             src.validate(labels.image_ids, dataset=d.name, split=split)
     # A model that reads cached features only: no image is decoded or augmented.
     load = [getattr(model, "needs_images", True) or src is None for src in sources]
-    tr = ImageDataset(train, build_transform(d.train_transform, d.image_size, True),
-                      instance_source=sources[0], seed=cfg.seed, load_image=load[0], **kw)
-    te = ImageDataset(test, build_transform(d.test_transform, d.image_size, False),
-                      instance_source=sources[1], load_image=load[1], **kw)
+    tf = [build_transform(d.train_transform, d.image_size, True),
+          build_transform(d.test_transform, d.image_size, False)]
+    tf = [instances.view_transform(cfg, t) for t in tf]  # + geometry where the detector needs it
+    tr = ImageDataset(train, tf[0], instance_source=sources[0], seed=cfg.seed, load_image=load[0], **kw)
+    te = ImageDataset(test, tf[1], instance_source=sources[1], load_image=load[1], **kw)
     return tr, te
 
 

@@ -144,6 +144,8 @@ class ImageDataset(torch.utils.data.Dataset):
             b = bb.as_subclass(torch.Tensor) / torch.tensor([W, H, W, H], dtype=torch.float32)
             keep = ((b[:, 2] - b[:, 0]) * W >= 1) & ((b[:, 3] - b[:, 1]) * H >= 1)
             item["image"], item["boxes"] = image, b[keep]
+        elif hasattr(self.transform, "with_geometry"):  # data/geometry.py: where the view came from
+            item["image"], item["geometry"] = self.transform.with_geometry(img)
         else:
             item["image"] = self.transform(img)
         return item
@@ -163,6 +165,8 @@ def collate(samples: List[Optional[dict]]) -> dict:
     }
     if "image" in samples[0]:  # absent when the dataset reads cached features only
         batch["image"] = torch.stack([s["image"] for s in samples])
+    if "geometry" in samples[0]:
+        batch["geometry"] = torch.stack([s["geometry"] for s in samples])
     if "boxes" in samples[0]:
         m = max(1, max(len(s["boxes"]) for s in samples))
         b = len(samples)

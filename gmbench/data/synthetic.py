@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Literal, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -48,7 +48,8 @@ class SyntheticConfig(DataConfig):
     num_classes: int = Field(10, ge=1, le=MAX_CLASSES)  # distinct (colour, shape) pairs
     n_train: int = Field(600, ge=1)
     n_test: int = Field(300, ge=1)
-    resolution: int = Field(64, ge=16)       # rendered side in pixels
+    resolution: int = Field(64, ge=16)       # rendered side in pixels (the height if width is set)
+    width: Optional[int] = Field(None, ge=16)  # rendered width; None = resolution (square images)
     n_scenes: int = Field(4, ge=1)
     clutter: int = Field(3, ge=0)
     seed: int = Field(0, ge=0, le=2 ** 32 - 1)
@@ -117,21 +118,23 @@ def render_image(world: _World, cfg: SyntheticConfig, split_id: int, index: int)
     """One image. Returns (PIL image, [(class, (x1, y1, x2, y2))...])."""
     rng = np.random.default_rng([cfg.seed, split_id, index])
     r = cfg.resolution
+    rw = cfg.width or r  # x extent; object sizes stay relative to the height r
     scene = int(rng.integers(len(world.core)))
     present = np.flatnonzero(rng.random(len(world.names)) < world.scene_prob[scene])
     if present.size == 0:
         present = world.core[scene][:1]
     base = rng.integers(20, 90, size=3)
     grad = np.linspace(0, 40, r)[:, None, None] * rng.choice([-1, 1])
-    bg = np.clip(base[None, None, :] + grad + rng.normal(0, 6, (r, r, 3)), 0, 255).astype(np.uint8)
+    bg = np.clip(base[None, None, :] + grad + rng.normal(0, 6, (r, rw, 3)), 0, 255).astype(np.uint8)
     img = Image.fromarray(bg, "RGB")
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(0, cfg.clutter + 1))):  # clutter first, objects on top
         g = int(rng.integers(90, 170))
         s = rng.uniform(0.08, 0.25) * r
-        x, y = rng.uniform(0, r - s, size=2)
+        x, y = rng.uniform(0, r - s, size=2) * [(rw - s) / (r - s), 1.0]
         _draw(draw, SHAPES[int(rng.integers(len(SHAPES)))], (x, y, x + s, y + s), (g, g, g))
-        draw.line([tuple(rng.uniform(0, r, 2)), tuple(rng.uniform(0, r, 2))], fill=(g, g, g), width=1)
+        draw.line([tuple(rng.uniform(0, r, 2) * [rw / r, 1.0]), tuple(rng.uniform(0, r, 2) * [rw / r, 1.0])],
+                  fill=(g, g, g), width=1)
     objs = []
     anchor_box = None
     core = world.core[scene]
@@ -141,12 +144,12 @@ def render_image(world: _World, cfg: SyntheticConfig, split_id: int, index: int)
         s = rng.uniform(world.size_lo[c], world.size_hi[c]) * r
         if len(core) > 1 and c == core[1] and anchor_box is not None:
             ax1, ay1, ax2, _ = anchor_box  # relation: sits directly above the anchor
-            x = np.clip((ax1 + ax2) / 2 - s / 2 + rng.normal(0, s / 4), 0, r - s)
+            x = np.clip((ax1 + ax2) / 2 - s / 2 + rng.normal(0, s / 4), 0, rw - s)
             y = np.clip(ay1 - s - rng.uniform(0, 0.05 * r), 0, r - s)
         elif c == core[0]:
-            x, y = rng.uniform(0, r - s), rng.uniform(0.45 * r, r - s) if r - s > 0.45 * r else 0.0
+            x, y = rng.uniform(0, rw - s), rng.uniform(0.45 * r, r - s) if r - s > 0.45 * r else 0.0
         else:
-            x, y = rng.uniform(0, r - s, size=2)
+            x, y = rng.uniform(0, r - s, size=2) * [(rw - s) / (r - s), 1.0]
         box = (float(x), float(y), float(x + s), float(y + s))
         color_name, shape = world.names[c].split(" ")
         jitter = rng.integers(-20, 21, size=3)
@@ -163,7 +166,8 @@ _GEN_KEYS = ("num_classes", "n_train", "n_test", "resolution", "n_scenes", "clut
 
 def _gen_params(cfg: SyntheticConfig) -> Dict[str, int]:
     """The settings that determine the generated files (bump version on generator changes)."""
-    return {k: getattr(cfg, k) for k in _GEN_KEYS} | {"version": 1}
+    extra = {"width": cfg.width} if cfg.width else {}  # square configs keep their old key
+    return {k: getattr(cfg, k) for k in _GEN_KEYS} | extra | {"version": 1}
 
 
 def _config_key(cfg: SyntheticConfig) -> str:
@@ -190,7 +194,7 @@ def generate_split(cfg: SyntheticConfig, root: Path, split: str) -> Path:
             img, objs = render_image(world, cfg, split_id, i)
             name = f"{i + 1:06d}.jpg"
             img.save(tmp / name, quality=95)
-            images.append({"id": i + 1, "file_name": name, "width": cfg.resolution,
+            images.append({"id": i + 1, "file_name": name, "width": cfg.width or cfg.resolution,
                            "height": cfg.resolution})
             for c, (x1, y1, x2, y2) in objs:
                 anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c + 1,

@@ -9,24 +9,44 @@ checkpoints, and follows the images to their device on first use.
 from __future__ import annotations
 
 import threading
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from torchvision.models.detection.transform import resize_boxes
 
 from ..data.transforms import MEAN, STD
 from ..detector.model import arch_name
 from .extract import DetectorConfig, build_detector, detect_with_features
 
 
+def view_size(geometry: torch.Tensor, H: int, W: int, min_size: int, max_size: int) -> List[Tuple[int, int]]:
+    """geometry [B, 6] (gmbench.data.geometry: a_x, b_x, a_y, b_y, orig_w, orig_h) of views
+    H × W → per view (h, w): the region of the original image the view shows, at its own
+    aspect ratio, resized by torchvision's detector rule (shorter side ``min_size``, longer
+    side at most ``max_size``)."""
+    out = []
+    for g in geometry.tolist():
+        rw, rh = W / abs(g[0]), H / abs(g[2])  # original pixels spanned by the view
+        s = min(min_size / min(rw, rh), max_size / max(rw, rh))
+        out.append((max(1, round(rh * s)), max(1, round(rw * s))))
+    return out
+
+
 class OnlineDetector:
-    """images [B, 3, H, W] (normalised with the dataset's MEAN/STD) →
-    (boxes float [B, M, 4] normalised xyxy in the image, mask bool [B, M], feats [B, M, D]),
-    M = the batch's largest detection count (<= top_m), slots in descending score order.
+    """images [B, 3, H, W] (normalised with the dataset's MEAN/STD), optional geometry
+    [B, 6] → (boxes float [B, M, 4] normalised xyxy in the image, mask bool [B, M],
+    feats [B, M, D]), M = the batch's largest detection count (<= top_m), slots in
+    descending score order.
+
+    ``view``: ``squashed`` runs the detector on the square image as given; ``crop`` first
+    resizes each image to its view's own aspect ratio in the original image (read from the
+    geometry), at the detector's resize, so objects keep their shape. Normalised box
+    coordinates are the same in both frames, so the boxes need no flip or crop mapping.
     """
 
-    def __init__(self, cfg: DetectorConfig, top_m: int):
-        self.cfg, self.top_m = cfg, top_m
+    def __init__(self, cfg: DetectorConfig, top_m: int, view: str = "squashed"):
+        if view not in ("squashed", "crop"):
+            raise ValueError(f"model.detector_input must be squashed or crop, got {view!r}")
+        self.cfg, self.top_m, self.view = cfg, top_m, view
         self.model, self.weights_id, _, self.meta = build_detector(cfg, top_m)
         self.feat_dim = int(self.model.roi_heads.box_head.fc7.out_features)
         self._lock = threading.Lock()
@@ -35,7 +55,7 @@ class OnlineDetector:
     def settings(self) -> Dict[str, object]:
         s = self.cfg.model_dump()
         s.update(weights=self.weights_id, arch=arch_name(self.meta["arch"]),
-                 source="detector", mode="online", top_m=self.top_m)
+                 source="detector", mode="online", top_m=self.top_m, input=self.view)
         t = self.meta.get("trained_on")
         if t:  # provenance for the run record's protocol block, as the caches carry it
             s["trained_on"] = {k: t[k] for k in ("dataset", "split", "n_images") if k in t}
@@ -48,36 +68,50 @@ class OnlineDetector:
         return self.model
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, geometry: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"online detector expects images [B, 3, H, W], got {tuple(images.shape)}")
+        if self.view == "crop" and (geometry is None or geometry.shape != (images.shape[0], 6)):
+            raise ValueError("model.detector_input=crop needs batch['geometry'] [B, 6] (the runner "
+                             "wraps the transforms in gmbench.data.geometry.GeometryTransform)")
         model = self._on(images.device)
         mean = images.new_tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
         std = images.new_tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
         # Undo the dataset's normalisation: the detector normalises [0, 1] images itself.
         raw = (images.float() * std + mean).clamp_(0.0, 1.0)
         H, W = raw.shape[-2:]
+        views = list(raw)
+        if self.view == "crop":  # un-squash: each view at its own aspect, at the detector's size
+            t = model.transform
+            views = [torch.nn.functional.interpolate(v[None], size=hw, mode="bilinear",
+                                                     align_corners=False, antialias=True)[0]
+                     for v, hw in zip(views, view_size(geometry, H, W, t.min_size[-1], t.max_size))]
         # Autocast (if on) covers the detector; its features are upcast below.
-        batch, _ = model.transform(list(raw))
+        batch, _ = model.transform(views)
         dets = detect_with_features(model, batch, self.cfg.unique_proposals)
         B = len(dets)
         M = max(1, max(len(d["boxes"]) for d in dets))
         boxes = raw.new_zeros(B, M, 4)
         feats = raw.new_zeros(B, M, self.feat_dim)
         mask = torch.zeros(B, M, dtype=torch.bool, device=raw.device)
-        scale = raw.new_tensor([W, H, W, H])
         for b, d in enumerate(dets):
             k = len(d["boxes"])
-            if k:
-                px = resize_boxes(d["boxes"].float(), d["resized"], (H, W))
-                boxes[b, :k] = (px / scale).clamp_(0.0, 1.0)
+            if k:  # normalised by the frame the detector saw: same numbers in the H × W image
+                rh, rw = d["resized"]
+                boxes[b, :k] = (d["boxes"].float() / raw.new_tensor([rw, rh, rw, rh])).clamp_(0.0, 1.0)
                 feats[b, :k] = d["feat"].float()
                 mask[b, :k] = True
         return boxes, mask, feats
 
 
-def build_online_detector(inst) -> OnlineDetector:
-    """The detector that ``inst`` (InstanceSettings with ``features: online``) asks for."""
-    cfg = DetectorConfig(weights=inst.detector_weights, seed=inst.detector_seed,
-                         min_size=inst.detector_min_size, max_size=inst.detector_max_size)
-    return OnlineDetector(cfg, inst.top_m)
+def build_online_detector(inst, weights: Optional[str] = None) -> OnlineDetector:
+    """The detector that ``inst`` (InstanceSettings with ``features: online``) asks for.
+    ``weights``: a file the runner trained from the row's ``detector`` block, used instead of
+    ``inst.detector_weights`` and at the resize it was trained at (its header's), not at
+    ``detector_min_size``/``detector_max_size``."""
+    size = {"min_size": inst.detector_min_size, "max_size": inst.detector_max_size}
+    if weights is not None:
+        size = {"min_size": None, "max_size": None}
+    cfg = DetectorConfig(weights=weights or inst.detector_weights, seed=inst.detector_seed, **size)
+    return OnlineDetector(cfg, inst.top_m, inst.detector_input)

@@ -38,15 +38,22 @@ def detector_key(cfg) -> str:
 
 def check(cfg) -> None:
     """ValueError unless a run config's ``detector`` block (if any) feeds the method's
-    detector-instance cache: the runner trains it and extracts both splits with it."""
+    detector instances: a detector-instance cache (the runner trains the detector and
+    extracts both splits with it) or online mode (the runner trains it; the online
+    detector loads its weights file)."""
     if getattr(cfg, "detector", None) is None:
         return
     m, inst = cfg.model, instance_settings(cfg.model)
-    if inst is None or inst.features != "cache" or inst.source != "detector":
+    if inst is None or not inst.reads_detector:
         raise ValueError(
             f"config key 'detector' is set, but method {m.name!r} does not read detector instances "
-            f"(it needs model.features=cache and model.instance_source=detector); remove the "
-            f"detector block from this row")
+            f"(it needs model.features=online, or model.features=cache with "
+            f"model.instance_source=detector); remove the detector block from this row")
+    if inst.features == "online" and inst.detector_weights != "coco":  # coco: the default
+        raise ValueError(
+            f"config key 'detector' is set together with model.detector_weights="
+            f"{inst.detector_weights!r}; the online detector loads the weights the runner trains "
+            f"from the detector block: drop one of them")
     if inst.cache_train or inst.cache_test:
         raise ValueError("config key 'detector' is set together with model.cache_train/cache_test; "
                          "the runner extracts the detector's instances itself: drop one of them")
@@ -54,6 +61,22 @@ def check(cfg) -> None:
         raise ValueError(
             f"model.feat_dim={inst.feat_dim} but detector.representation_size="
             f"{cfg.detector.representation_size} (the width of the instance features); make them equal")
+
+
+def detector_step(cfg, root: Optional[Path]) -> Optional[str]:
+    """One line for the dry run naming a row's detector-training step (None without a
+    ``detector`` block): what is trained, on which split, where, and what then reads it."""
+    dcfg = getattr(cfg, "detector", None)
+    if dcfg is None:
+        return None
+    d, inst, key = cfg.data, instance_settings(cfg.model), detector_key(cfg)
+    base = data_cache_dir(d, root)
+    where = base / "detectors" / key if base is not None else f"DATA_CACHE/detectors/{key}"
+    then = ("the online detector loads its weights" if inst.features == "online"
+            else f"then extracts top-{inst.top_m} instances of {d.train_split} and {d.test_split}")
+    return (f"detector step: train {dcfg.arch} Faster R-CNN ({dcfg.epochs} epochs, "
+            f"backbone {dcfg.backbone_weights}, {dcfg.min_size}/{dcfg.max_size} px) on the boxes of "
+            f"{d.name}/{d.train_split} only, in {where}; {then}")
 
 
 def cache_paths(cfg, root: Optional[Path]) -> List[Tuple[str, Path]]:
@@ -133,7 +156,8 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
     from .extract import DetectorConfig, DetectorSource
     from .pipeline import make_plan, run_extraction
     t0 = time.perf_counter()
-    dcfg, d, top_m = cfg.detector, cfg.data, instance_settings(cfg.model).top_m
+    dcfg, d, inst = cfg.detector, cfg.data, instance_settings(cfg.model)
+    top_m = inst.top_m
     spec = get_spec(d.name)
     train = spec.read_labels(root, d.train_split, d)
     test = spec.read_labels(root, d.test_split, d)
@@ -151,7 +175,9 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
         source = DetectorSource(DetectorConfig(weights=str(weights), score_thresh=dcfg.score_thresh),
                                 top_m, torch.device("cpu"))
         caches = []
-        for split, labels in ((d.train_split, train), (d.test_split, test)):
+        # online mode reads no cache: the online detector loads the weights file itself
+        splits = () if inst.features == "online" else ((d.train_split, train), (d.test_split, test))
+        for split, labels in splits:
             out = cache_dir(base, split, "detector", top_m)
             plan = make_plan(source, labels, d.name, split, top_m, 512, dcfg.extract_batch_size)
             old = out / "plan.json"
@@ -170,8 +196,19 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
     info = {"weights": str(weights), "sha256": rec["sha256"], "record": str(weights.parent / "record.json"),
             "caches": caches, "box_AP50": ap, "seconds": round(time.perf_counter() - t0, 2)}
     log(f"   detector ready in {info['seconds']:.0f}s (box AP@0.5 on {d.test_split}: "
-        f"{'n/a' if ap is None else f'{100 * ap:.1f}'}); instances in {', '.join(caches)}")
+        f"{'n/a' if ap is None else f'{100 * ap:.1f}'}); "
+        + (f"instances in {', '.join(caches)}" if caches else "the online detector loads it"))
     return info
+
+
+def view_transform(cfg, transform):
+    """``transform``, wrapped so the dataset also yields each view's geometry when the online
+    detector reads it (``model.detector_input: crop``); otherwise unchanged."""
+    inst = instance_settings(cfg.model)
+    if inst is None or not inst.needs_geometry:
+        return transform
+    from ..data.geometry import GeometryTransform
+    return GeometryTransform(transform)
 
 
 def open_sources(model, cfg, root: Path):
@@ -184,7 +221,14 @@ def open_sources(model, cfg, root: Path):
         return None, None
     if inst.features == "online" and hasattr(model, "attach_instance_extractor"):
         from .online import build_online_detector
-        model.attach_instance_extractor(build_online_detector(inst))
+        weights = None
+        if getattr(cfg, "detector", None) is not None:  # the row's trained detector
+            done = _PREPARED.get(detector_key(cfg))
+            if not done:
+                raise RuntimeError("this row's detector block has not been prepared; call "
+                                   "gmbench.instances.source.prepare(cfg, root) first")
+            weights = done["weights"]
+        model.attach_instance_extractor(build_online_detector(inst, weights))
         return None, None
     if not getattr(model, "needs_instance_features", False):
         return None, None
@@ -212,11 +256,11 @@ def describe(cfg, model=None) -> Dict[str, object]:
     ``detector`` (weights, sha256, trained_on, overlaps_test, note), ``extra_supervision``."""
     d, inst = cfg.data, instance_settings(cfg.model)
     if inst is not None and inst.reads_detector:
-        if inst.features == "online":
-            det = provenance.public_detector(cfg, provenance.online_weights(inst, model))
-        elif getattr(cfg, "detector", None) is not None:
+        if getattr(cfg, "detector", None) is not None:  # cache or online: the row's own detector
             key = detector_key(cfg)
             det = provenance.trained_detector(cfg, key, _PREPARED.get(key, {}))
+        elif inst.features == "online":
+            det = provenance.public_detector(cfg, provenance.online_weights(inst, model))
         else:
             det = provenance.public_detector(cfg, provenance.manifest_settings(
                 _test_cache_candidates(cfg, model, inst)))

@@ -21,7 +21,7 @@ class InstanceSettings:
     source: which ``gmbench extract --source`` made the caches (cache mode).
     top_m: instances kept per image; feat_dim: their width (cache / online).
     cache_train / cache_test: explicit cache folders (None: the default place).
-    detector_*: the online detector (weights coco | none | FILE, init seed, resize)."""
+    detector_*: the online detector (weights coco | none | FILE, init seed, resize, input view)."""
     features: Features
     source: Literal["detector", "boxes"]
     top_m: int
@@ -32,6 +32,12 @@ class InstanceSettings:
     detector_seed: int = 0
     detector_min_size: int = 800
     detector_max_size: int = 1333
+    detector_input: Literal["squashed", "crop"] = "squashed"
+
+    @property
+    def needs_geometry(self) -> bool:
+        """The online detector needs each view's map to the original image (batch["geometry"])."""
+        return self.features == "online" and self.detector_input != "squashed"
 
     @property
     def reads_detector(self) -> bool:

@@ -29,6 +29,10 @@ class GMMLICConfig(BaseModel):
     detector_min_size: int = 800    # its resize of each (augmented) image: shorter side ...
     detector_max_size: int = 1333   # ... and longer-side cap, as in the extraction
     detector_seed: int = 0          # init seed for detector_weights=none
+    # What the online detector sees (issue 25, item 8): "squashed" = the model's square input
+    # (the crop squashed to image_size², at test time the whole image squashed); "crop" = the
+    # same view at its own aspect ratio in the original image, resized by the detector's rule.
+    detector_input: Literal["squashed", "crop"] = "squashed"
     depth: Literal[18, 34, 50, 101, 152] = 101   # ResNet depth of the e2e trunk
     backbone: BackboneName = None   # e2e trunk: timm/<name> instead of the ResNet (roi_layer layer4)
     pretrained: str = "none"        # e2e trunk weights: imagenet | none | /path.pth
@@ -58,7 +62,8 @@ class GMMLICConfig(BaseModel):
             features=self.features, source=self.instance_source, top_m=self.top_m,
             feat_dim=self.feat_dim, cache_train=self.cache_train, cache_test=self.cache_test,
             detector_weights=self.detector_weights, detector_seed=self.detector_seed,
-            detector_min_size=self.detector_min_size, detector_max_size=self.detector_max_size)
+            detector_min_size=self.detector_min_size, detector_max_size=self.detector_max_size,
+            detector_input=self.detector_input)
 
     @model_validator(mode="after")
     def _timm_roi(self):
@@ -103,7 +108,7 @@ MODE_SETTINGS = {
     "e2e": ("depth", "pretrained", "roi_size", "roi_layer"),
     "cache": ("feat_dim", "instance_source", "cache_train", "cache_test"),
     "online": ("feat_dim", "detector_weights", "detector_min_size", "detector_max_size",
-               "detector_seed"),
+               "detector_seed", "detector_input"),
 }
 
 

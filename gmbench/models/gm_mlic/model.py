@@ -77,8 +77,9 @@ class GMMLIC(MLICModel):
 
     # -- features ---------------------------------------------------------------
     def attach_instance_extractor(self, extractor) -> None:
-        """Online mode: ``extractor(images [B, 3, H, W]) -> (boxes [B, M, 4] normalised,
-        mask bool [B, M], feats [B, M, D])``, a frozen detector built by the runner
+        """Online mode: ``extractor(images [B, 3, H, W], geometry [B, 6] or None) ->
+        (boxes [B, M, 4] normalised, mask bool [B, M], feats [B, M, D])``, a frozen detector
+        built by the runner
         (``gmbench.instances.online``). Kept out of the module tree: not trained, not in
         the state_dict, not moved by ``.to()`` (it follows the images' device)."""
         if self.cfg.features != "online":
@@ -116,7 +117,7 @@ class GMMLIC(MLICModel):
                 raise RuntimeError("gm_mlic with model.features=online has no detector attached; "
                                    "the runner attaches it (gmbench.instances.online)")
             with torch.no_grad():
-                boxes, box_mask, feats = self._extractor(batch["image"])
+                boxes, box_mask, feats = self._extractor(batch["image"], batch.get("geometry"))
             boxes, mask, feats = prepare_instances(boxes, box_mask, self.cfg.top_m, feats)
             feats = F.layer_norm(feats.to(batch["image"].dtype), (feats.shape[-1],))
             return feats, boxes.to(feats.dtype), mask
