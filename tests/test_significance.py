@@ -289,3 +289,28 @@ def test_a_run_writes_verified_predictions(tmp_path):
         assert json.dumps(rec)  # the record stays plain JSON
     assert list((d / "checkpoints").iterdir())  # checkpoints cleaned, preds kept
     assert (d / "preds").is_dir() and Path(d / rec["predictions"]["file"]).is_file()
+
+
+def test_tables_over_two_datasets_test_each_dataset_apart(tmp_path):
+    from gmbench.tables import write_tables
+    d = tmp_path / "two"
+    for ds, seed in (("d1", 3), ("d2", 4)):
+        t, rows = _methods(seed=seed)
+        for label in ("A", "C"):
+            p = rows[label][0]
+            ev = evaluate(p, t)
+            rid = f"{label}-{ds}"
+            rec = {"status": "finished", "suite": "two", "row": f"{label} {ds}",
+                   "table_row": label, "method": label.lower(), "dataset": ds, "seed": 0,
+                   "run_id": rid, "metrics": {"mAP": ev["mAP"]},
+                   "per_class_ap": {f"c{k}": v for k, v in enumerate(ev["AP"])},
+                   "config": {"eval": {}}, "row_order": ["A d1", "C d1", "A d2", "C d2"],
+                   "table": {"columns": ["d1/mAP", "d2/mAP"]},
+                   "predictions": write_predictions(d, rid, range(len(t)), p, t)}
+            append_jsonl(d / "runs.jsonl", rec)
+    write_tables(d, ("md", "csv"), ci=True, resamples=100)
+    md = (d / "table.md").read_text()
+    a = next(ln for ln in md.splitlines() if ln.startswith("| A "))
+    assert a.count("↓") == 2 and "Δ d1 mAP to best" in md and "Δ d2 mAP to best" in md
+    got = next(csv.DictReader(io.StringIO((d / "table.csv").read_text())))
+    assert got["d1/mAP below best"] == "yes" and got["d2/mAP below best"] == "yes"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .fmt import ci_text, fmt, fmt_std
-from .markdown import ci_columns
+from .markdown import ci_columns, ci_header
 from .marks import rank_marks
 from .model import Table, TableError, spans
 from .notes import caption, notes
@@ -165,7 +165,7 @@ def _blocks(t: Table, lay: Layout, ranked: Dict, cis: Sequence[str] = ()) -> Lis
                                   if r["source"] == "reproduced" else "") for c in extra])
             body += [x + [_plain("")] * len(extra) for x in _sub_rows(r, cols, lay)]
         head = ([_plain("Method")] + [_plain(t.header(c)) for c in cols]
-                + [_plain(f"Δ {t.header(c)} [95% CI]") for c in extra])
+                + [_plain(f"{ci_header(t, c)} [95% CI]") for c in extra])
         groups = _groups_of(t, cols)
         blocks.append(_Block(groups + [(None, len(extra))] if groups and extra else groups,
                              head, body))

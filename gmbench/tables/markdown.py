@@ -10,9 +10,9 @@ from typing import List
 
 from tabulate import tabulate
 
-from .fmt import ci_text, fmt, fmt_std, signed
+from .fmt import ci_text, fmt, fmt_std, signed, split_col
 from .marks import rank_marks
-from .model import Table
+from .model import Table, dataset_name
 from .notes import DAGGER, caption, notes
 from .paired import MARK, headline
 
@@ -28,6 +28,13 @@ def _source(r: dict) -> str:
 
 def _name(r: dict) -> str:
     return r["row"] + (f" {DAGGER}" if r["protocol"]["test_annotations"] else "")
+
+
+def ci_header(t: Table, c: str) -> str:
+    """'Δ mAP', or with the column's group / dataset where the table spans several."""
+    ds = split_col(c)[0]
+    group = t.group_of().get(c) or (dataset_name(ds) if ds else "")
+    return f"Δ {group + ' ' if group else ''}{t.header(c)}"
 
 
 def ci_columns(t: Table, ci: bool) -> list:
@@ -59,7 +66,7 @@ def to_markdown(t: Table, marks: str = "separate", std: str = "suffix",
                   else "" for c in cis]
         body.append([_name(r)] + ([_source(r)] if ref else []) + cells)
     head = (["Method"] + (["Source"] if ref else []) + _header(t)
-            + [f"Δ {t.header(c)} to best [95% CI]" for c in cis])
+            + [f"{ci_header(t, c)} to best [95% CI]" for c in cis])
     out = caption(t, marks, "off" if std == "off" else "suffix",
                   "off" if delta == "off" else "suffix", second="in italics") + "\n\n"
     out += tabulate(body, headers=head, tablefmt="github", disable_numparse=True) + "\n"
