@@ -37,9 +37,9 @@ def test_weighted_metrics_equal_gmbench_on_the_duplicated_dataset(mode):
     t[3, 1] = t[7, 2] = -1                      # ignored entries (VOC difficult)
     run = Run(p, t, {"ap": mode, "top_k": 2})
     names = ["mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CF1@2", "OF1@2"]
-    ones = run_one = S.run_metrics(run, np.ones((1, len(p)), np.uint8), names)
+    ones = S.run_metrics(run, np.ones((1, len(p)), np.uint8), names)
     ref = evaluate(p, t, ap=mode, top_k=2)
-    np.testing.assert_allclose(run_one["AP"][:, 0], ref["AP"], atol=1e-12)
+    np.testing.assert_allclose(ones["AP"][:, 0], ref["AP"], atol=1e-12)
     for k in names:
         assert ones[k][0] == pytest.approx(ref[k], abs=1e-12), k
     w = resample_weights(len(p), 4, seed=3)

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..predictions import PredictionsError, read_predictions
+from ..predictions import read_predictions
 from .fmt import split_col
 from .model import Table, dataset_name
 from .significance import ALPHA, RESAMPLES, Comparison, Run, compare
