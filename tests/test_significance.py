@@ -70,8 +70,8 @@ def _methods(n=300, c=4, seed=0):
     return t, {"A": method(1.0), "B": method(1.0), "C": method(3.0)}
 
 
-def _sk_reference(t, rows, w, ref):
-    """Per resample: re-sort with scikit-learn, mean over seeds, difference to ``ref``."""
+def _sk_reference(t, rows, w):
+    """Per row and resample: re-sort with scikit-learn, mAP, mean over seeds. [B] per row."""
     from sklearn.metrics import average_precision_score
 
     def m_ap(p, y):
@@ -84,30 +84,35 @@ def _sk_reference(t, rows, w, ref):
             idx = np.repeat(np.arange(len(t)), w[b])
             vals.append(np.mean([m_ap(p[idx], t[idx]) for p in seeds]))
         out[label] = np.array(vals)
-    return {k: v - out[ref] for k, v in out.items()}
+    return out
+
+
+def _p_by_hand(d):
+    tail = min((d <= 0).sum(), (d >= 0).sum())
+    return min(1.0, 2 * (1 + tail) / (len(d) + 1))
 
 
 def test_known_and_null_effects_and_a_slow_reference_loop():
-    t, rows = _methods()
-    res = compare({k: [Run(p, t) for p in v] for k, v in rows.items()}, resamples=150, seed=5)
+    t, rows = _methods(n=200, c=3)
+    B = 100
+    res = compare({k: [Run(p, t) for p in v] for k, v in rows.items()}, resamples=B, seed=5)
     assert res.ref == "C"
     # null effect: A against B
-    null = compare({k: [Run(p, t) for p in rows[k]] for k in ("A", "B")}, resamples=150, seed=5)
-    lo, hi = null.ci[[r for r in null.rows if r != null.ref][0]]["mAP"]
+    null = compare({k: [Run(p, t) for p in rows[k]] for k in ("A", "B")}, resamples=B, seed=5)
+    other = [r for r in null.rows if r != null.ref][0]
+    lo, hi = null.ci[other]["mAP"]
     assert lo < 0 < hi
     for k in ("A", "B"):                                # known effect: far below C
         lo, hi = res.ci[k]["mAP"]
         assert hi < 0 and res.significant(k)
-    w = resample_weights(len(t), 150, seed=5)
-    d = _sk_reference(t, rows, w, "C")
+    ref = _sk_reference(t, rows, resample_weights(len(t), B, seed=5))
     for k in ("A", "B"):
-        np.testing.assert_allclose(np.percentile(d[k], [2.5, 97.5]), res.ci[k]["mAP"], atol=1e-9)
-        tail = min((d[k] <= 0).sum(), (d[k] >= 0).sum())
-        assert res.p[k]["mAP"] == pytest.approx(min(1.0, 2 * (1 + tail) / (150 + 1)))
-    dn = _sk_reference(t, {k: rows[k] for k in ("A", "B")}, w, null.ref)
-    other = [r for r in null.rows if r != null.ref][0]
-    tail = min((dn[other] <= 0).sum(), (dn[other] >= 0).sum())
-    assert null.p[other]["mAP"] == pytest.approx(min(1.0, 2 * (1 + tail) / 151))
+        d = ref[k] - ref["C"]
+        np.testing.assert_allclose(np.percentile(d, [2.5, 97.5]), res.ci[k]["mAP"], atol=1e-9)
+        assert res.p[k]["mAP"] == pytest.approx(_p_by_hand(d))
+    d = ref[other] - ref[null.ref]
+    np.testing.assert_allclose(np.percentile(d, [2.5, 97.5]), null.ci[other]["mAP"], atol=1e-9)
+    assert null.p[other]["mAP"] == pytest.approx(_p_by_hand(d))
     assert null.p[other]["mAP"] > 0.05 and not null.significant(other)
 
 
