@@ -195,11 +195,16 @@ def predict(model, loader, device, cfg: RunConfig):
     return acc
 
 
-def evaluate(model, loader, device, cfg: RunConfig) -> Dict[str, Any]:
+def evaluate(model, loader, device, cfg: RunConfig, keep: Optional[Dict[str, Any]] = None
+             ) -> Dict[str, Any]:
     """The metric layer's full dict (mAP, AP, CP ... OF1@k) on ``loader``, plus
-    ``n_evaluated`` and ``n_skipped`` (unreadable test images left out, summed over ranks)."""
+    ``n_evaluated`` and ``n_skipped`` (unreadable test images left out, summed over ranks).
+    ``keep``: filled with the evaluated rows, index int64 [M], probs float32 [M, C] and
+    targets int8 [M, C] (dataset order), for the run's predictions file."""
     e: EvalConfig = cfg.eval
     acc = predict(model, loader, device, cfg)
+    if keep is not None:
+        keep["index"], keep["probs"], keep["targets"] = acc.state()
     out = acc.compute(threshold=e.threshold, top_k=e.top_k, ap=e.ap, topk_mode=e.topk_mode,
                       difficult=e.difficult)
     out["n_evaluated"] = acc.n_samples() or 0
@@ -220,7 +225,8 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
     """Train for ``cfg.train.epochs`` epochs, resuming from ``ckpt_dir`` if it holds a checkpoint.
 
     Returns dict(metrics, best_epoch, best_mAP, best_metrics, history, bad_steps,
-    skipped_images {train, test}, n_evaluated, resumed_from, train_time_s, eval_time_s).
+    skipped_images {train, test}, n_evaluated, resumed_from, train_time_s, eval_time_s,
+    predictions {index [M], probs [M, C], targets [M, C]} of the final evaluation).
     SIGINT/SIGTERM (see ``gmbench.utils.signals``) checkpoint at the next step boundary,
     or, during evaluation, keep the trained epoch, and raise :class:`Interrupted`.
     """
@@ -283,6 +289,7 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
         dist.barrier()
 
     times = {"train": 0.0, "eval": 0.0}
+    final_preds: Dict[str, Any] = {}  # the last evaluation's per-image rows
 
     def on_step(good: bool):
         """After each step: periodic checkpoint (never right after a skipped step)."""
@@ -305,7 +312,7 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
                 state.eval_pending = True
             t1 = time.perf_counter()
             try:
-                metrics = evaluate(evaluated, test_loader, device, cfg)
+                metrics = evaluate(evaluated, test_loader, device, cfg, keep=final_preds)
                 raw = evaluate(runner, test_loader, device, cfg) if ema is not None else None
             except Interrupted as e:
                 save_ckpt()  # the trained epoch is kept; a rerun only evaluates it
@@ -344,8 +351,10 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
                     f"{row['eval_s']:.1f}s eval)")
     if writer is not None:
         writer.close()
-    if extra["last_metrics"] is None:  # epochs == 0: evaluate the initial model
-        extra["last_metrics"] = evaluate(evaluated, test_loader, device, cfg)
+    if extra["last_metrics"] is None or not final_preds:
+        # epochs == 0 (the initial model), or resumed after the final evaluation, whose
+        # per-image rows the checkpoint does not hold: evaluate the final weights (again)
+        extra["last_metrics"] = evaluate(evaluated, test_loader, device, cfg, keep=final_preds)
     best = dict(extra["best_metrics"] or {})
     last = extra["last_metrics"]
     return {"metrics": last, "best_epoch": best.pop("epoch", None), "best_mAP": best.get("mAP"),
@@ -355,7 +364,7 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
             "recipe": {"loss": recipes.resolve_loss_name(cfg.loss, core), "optimizer": cfg.optim.name,
                        "scheduler": cfg.optim.scheduler, "ema": cfg.train.ema,
                        "evaluated": "ema" if ema is not None else "raw"},
-            "raw_metrics": extra.get("raw_metrics"),
+            "raw_metrics": extra.get("raw_metrics"), "predictions": final_preds,
             "train_time_s": round(times["train"], 3), "eval_time_s": round(times["eval"], 3)}
 
 

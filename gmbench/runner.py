@@ -310,6 +310,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
                                                   "config": resolved})
     result = engine.fit(model, tr, te, cfg, device, ckpt_dir, method=run.row.label, log=log,
                         tb_dir=suite_dir / "tb" / rid)
+    preds = result.pop("predictions")
     metrics = dict(result.pop("metrics"))
     ap = metrics.pop("AP")
     for k in ("n_evaluated", "n_skipped"):
@@ -343,6 +344,10 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if dist.is_main():
+        from .predictions import write_predictions
+        record["predictions"] = write_predictions(
+            suite_dir, rid, [test.image_ids[i] for i in preds["index"]], preds["probs"],
+            preds["targets"])
         append_jsonl(suite_dir / "runs.jsonl", record)
         from .utils.checkpoint import finish
         finish(ckpt_dir, cfg.train.keep_final_weights, log=log)

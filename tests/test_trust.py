@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from conftest import subprocess_env, tiny_sets
-from gmbench import checkpoint
+from gmbench.utils import checkpoint
 from gmbench.cli import main
 from gmbench.utils.io import append_jsonl, read_jsonl, sha256_file
 

@@ -52,6 +52,9 @@ def add_parser(sub) -> None:
     t.add_argument("--marks", choices=["separate", "joint", "off"], default="separate",
                    help="best/second marks ranked among published and reproduced rows "
                         "separately (the paper keeps its own marks), jointly, or none")
+    t.add_argument("--ci", action="store_true",
+                   help="add a column with each row's mAP difference to the best row and its "
+                        "95%% bootstrap CI (Markdown, LaTeX; the CSV always has it)")
     t.set_defaults(func=cmd_table)
 
 
@@ -102,12 +105,24 @@ def cmd_run(args) -> int:
     if main:
         for f in fmts:
             print(f"wrote {suite_dir / f'table.{f}'}")
-        print((suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else "")
+        print(_printed_table(suite_dir, suite, args.rows))
         from ..compare import against_snapshot
         diff = against_snapshot(suite.name, suite_dir)
         if diff:
             print(diff)
     return 0
+
+
+def _printed_table(suite_dir: Path, suite, patterns) -> str:
+    """The Markdown table to print: the folder's table.md, or with ``--rows`` a table of the
+    selected rows only (its marks and notes compare those rows; the files keep all rows)."""
+    if not patterns:
+        return (suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else ""
+    from ..tables.write import render_markdown
+    labels = [r.label for r in suite.rows]
+    return (render_markdown(suite_dir, labels)
+            + f"\n(--rows: {len(labels)} row(s) shown; {suite_dir / 'table.md'} tables every "
+              f"row of the folder)\n")
 
 
 def runtime_error_code(e: BaseException):
@@ -174,7 +189,7 @@ def cmd_table(args) -> int:
     from ..tables import TableError
     try:
         written = write_tables(d, _formats(args.format), select=args.select, std=args.std,
-                               delta=args.delta, marks=args.marks)
+                               delta=args.delta, marks=args.marks, ci=args.ci)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

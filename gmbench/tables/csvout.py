@@ -27,15 +27,35 @@ def _csv_delta(d) -> str:
     return "" if d is None else ("0.0" if d == 0 else f"{d:+.1f}")
 
 
+SIG_FIELDS = ("delta to best", "delta CI low", "delta CI high", "p", "p Holm", "below best")
+
+
+def _sig_cells(cell) -> list:
+    """The significance columns of one row (tables.paired), in points; '' if untested."""
+    if not cell:
+        return [""] * len(SIG_FIELDS)
+    lo, hi = cell["ci"]
+    p = cell["p"]
+    return [_number(100 * cell["delta"]), _number(100 * lo), _number(100 * hi),
+            "" if is_nan(p) else _number(p),
+            "" if cell["is_ref"] or is_nan(cell["p_holm"]) else _number(cell["p_holm"]),
+            "ref" if cell["is_ref"] else ("yes" if cell["below"] else "no")]
+
+
 def to_csv(t: Table) -> str:
-    """One row per table row. With a reference: source, citation, and a delta per column."""
+    """One row per table row. With a reference: source, citation, and a delta per column.
+    Where significance was computed: per headline column, the difference to the best row
+    with its 95% CI, the p-value, its Holm correction and whether the row is below the best."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     ref = t.published is not None
+    sig = t.signif
+    sig_cols = list(dict.fromkeys(c for _, c in sig.cells)) if sig is not None else []
     head = (["row"] + (["source", "cite", "reference"] if ref else [])
             + ["method", "dataset", "n_seeds", "selection"])
     w.writerow(head + [x for c in t.cols
-                       for x in ((c, f"{c} std", f"{c} delta") if ref else (c, f"{c} std"))])
+                       for x in ((c, f"{c} std", f"{c} delta") if ref else (c, f"{c} std"))]
+               + [f"{c} {f}" for c in sig_cols for f in SIG_FIELDS])
     for r in t.rows:
         pub = r["source"] == "published"
         vals = []
@@ -49,6 +69,8 @@ def to_csv(t: Table) -> str:
             lead += [(r.get("pub_source") or t.published.short_source) if pub else "gmbench",
                      r.get("cite", ""),
                      r["reference"] or ""]
+        for c in sig_cols:
+            vals += _sig_cells(sig.cells.get((r["row"], c)))
         w.writerow(lead + [r["method"], r["dataset"], "" if pub else len(r["seeds"]),
                            "" if pub else t.select] + vals)
     return buf.getvalue()

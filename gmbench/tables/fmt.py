@@ -66,3 +66,14 @@ def delta(mean, published, col: str) -> Optional[float]:
 def signed(d: float) -> str:
     """+0.4 / −0.6 (a true minus sign) / 0.0."""
     return "0.0" if d == 0 else (f"+{d:.1f}" if d > 0 else f"−{-d:.1f}")
+
+
+def ci_text(cell: Optional[dict]) -> str:
+    """A significance cell (tables.paired) as 'Δ [low, high]' in points; the reference row:
+    'best'; untested: ''."""
+    if not cell:
+        return ""
+    if cell.get("is_ref"):
+        return "best"
+    lo, hi = (round(100 * x, 1) + 0.0 for x in cell["ci"])
+    return f"{signed(round(100 * cell['delta'], 1) + 0.0)} [{signed(lo)}, {signed(hi)}]"

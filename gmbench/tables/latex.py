@@ -22,10 +22,12 @@ import re
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .fmt import fmt, fmt_std
+from .fmt import ci_text, fmt, fmt_std
+from .markdown import ci_columns, ci_header
 from .marks import rank_marks
 from .model import Table, TableError, spans
 from .notes import caption, notes
+from .paired import MARK
 from .widths import COLUMN_PT, SIZES, TEXT_PT, Segment, width
 
 LAYOUT_MODES = ("auto", "suffix", "row", "off")
@@ -36,7 +38,7 @@ _FONTS = (("normalsize", 6.0), ("small", 4.0), ("small", 2.5))
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
         "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "±": r"$\pm$", "−": r"$-$", "–": "--", "†": r"$^\dagger$", "Δ": r"$\Delta$",
-        "×": r"$\times$", "≥": r"$\geq$", ">": r"$>$", "<": r"$<$", "|": r"$|$"}
+        "×": r"$\times$", "↓": r"$\downarrow$", "≥": r"$\geq$", ">": r"$>$", "<": r"$<$", "|": r"$|$"}
 
 
 def latex_escape(s: str) -> str:
@@ -75,7 +77,7 @@ def _signed_cell(d: float, size: str) -> Cell:
     return _plain(f"({sign}{abs(d):.1f})", "r", size)
 
 
-def _num(r: dict, c: str, mark: Optional[str], lay: Layout) -> Cell:
+def _num(r: dict, c: str, mark: Optional[str], lay: Layout, below: bool = False) -> Cell:
     m, s = r["values"][c]
     style = "b" if mark == "best" else "r"
     text = fmt(m, c)
@@ -86,6 +88,9 @@ def _num(r: dict, c: str, mark: Optional[str], lay: Layout) -> Cell:
         tex = rf"\textbf{{{tex}}}"
     elif mark == "second":
         tex = rf"\underline{{{tex}}}"
+    if below:
+        mtex, msegs = _plain(MARK)
+        tex, segs = tex + mtex, segs + msegs
     d = r["delta"].get(c)
     if d is not None and lay.delta == "suffix":
         dtex, dsegs = _signed_cell(d, "scriptsize")
@@ -135,11 +140,13 @@ class _Block:
     body: List[object]          # list of cells, or ("section", Cell) / ("rule",)
 
 
-def _blocks(t: Table, lay: Layout, ranked: Dict) -> List[_Block]:
+def _blocks(t: Table, lay: Layout, ranked: Dict, cis: Sequence[str] = ()) -> List[_Block]:
     parts = _halves(t) if lay.halves else [t.cols]
     ref = t.published is not None
+    sig = t.signif
     blocks = []
-    for cols in parts:
+    for k, cols in enumerate(parts):
+        extra = list(cis) if k == len(parts) - 1 else []   # CI columns close the last block
         body: List[object] = []
         prev = None
         for i, r in enumerate(t.rows):
@@ -151,10 +158,17 @@ def _blocks(t: Table, lay: Layout, ranked: Dict) -> List[_Block]:
                 body.append(("section", _plain(title, "i")))
                 prev = r["source"]
             name = r["row"] + ("†" if r["protocol"]["test_annotations"] else "")
-            body.append([_plain(name)] + [_num(r, c, ranked.get((i, c)), lay) for c in cols])
-            body += _sub_rows(r, cols, lay)
-        head = [_plain("Method")] + [_plain(t.header(c)) for c in cols]
-        blocks.append(_Block(_groups_of(t, cols), head, body))
+            body.append([_plain(name)]
+                        + [_num(r, c, ranked.get((i, c)), lay, bool(sig and sig.below(r["row"], c)))
+                           for c in cols]
+                        + [_plain(ci_text(sig.cells.get((r["row"], c)))
+                                  if r["source"] == "reproduced" else "") for c in extra])
+            body += [x + [_plain("")] * len(extra) for x in _sub_rows(r, cols, lay)]
+        head = ([_plain("Method")] + [_plain(t.header(c)) for c in cols]
+                + [_plain(f"{ci_header(t, c)} [95% CI]") for c in extra])
+        groups = _groups_of(t, cols)
+        blocks.append(_Block(groups + [(None, len(extra))] if groups and extra else groups,
+                             head, body))
     return blocks
 
 
@@ -225,13 +239,14 @@ def _candidates(t: Table, std: str, delta: str):
                     yield Layout(env, size, sep, s, d, halves)
 
 
-def choose_layout(t: Table, ranked: Dict, std: str = "auto", delta: str = "auto"
-                  ) -> Tuple[Layout, float]:
+def choose_layout(t: Table, ranked: Dict, std: str = "auto", delta: str = "auto",
+                  cis: Sequence[str] = ()) -> Tuple[Layout, float]:
     """The first layout that fits (module docstring) and its estimated natural width."""
     for opt, name in ((std, "std"), (delta, "delta")):
         if opt not in LAYOUT_MODES:
             raise TableError(f"--{name} {opt!r}: choose from {', '.join(LAYOUT_MODES)}")
-    tried = [(lay, natural_width(_blocks(t, lay, ranked), lay)) for lay in _candidates(t, std, delta)]
+    tried = [(lay, natural_width(_blocks(t, lay, ranked, cis), lay))
+             for lay in _candidates(t, std, delta)]
     for lay, w in tried:
         if w <= lay.target:
             return lay, w
@@ -246,10 +261,13 @@ def choose_layout(t: Table, ranked: Dict, std: str = "auto", delta: str = "auto"
                      f"Try --std row or off, --delta row or off, or fewer table.columns")
 
 
-def to_latex(t: Table, marks: str = "separate", std: str = "auto", delta: str = "auto") -> str:
-    """The table environment; the first line says which packages it needs."""
+def to_latex(t: Table, marks: str = "separate", std: str = "auto", delta: str = "auto",
+             ci: bool = False) -> str:
+    """The table environment; the first line says which packages it needs. ``ci``: a
+    column with each row's difference to the best row and its 95% bootstrap CI."""
     ranked = rank_marks(t.cols, t.rows, marks)
-    lay, w = choose_layout(t, ranked, std, delta)
+    cis = ci_columns(t, ci)
+    lay, w = choose_layout(t, ranked, std, delta, cis)
     scaled = lay.scale < 1.0
     lines = [r"% needs \usepackage{booktabs}" + (r" and \usepackage{graphicx}" if scaled else "")
              + ("; spans both columns of a two-column page" if lay.env == "table*" else ""),
@@ -260,11 +278,11 @@ def to_latex(t: Table, marks: str = "separate", std: str = "auto", delta: str = 
         lines.append(rf"\{lay.size}")
     if lay.sep != 6.0:
         lines.append(rf"\setlength{{\tabcolsep}}{{{lay.sep:g}pt}}")
-    tab = _tabular(_blocks(t, lay, ranked), lay)
+    tab = _tabular(_blocks(t, lay, ranked, cis), lay)
     if scaled:
         tab = [r"\resizebox{\linewidth}{!}{%"] + tab + ["}"]
     lines += tab
-    extra = notes(t, brief=True)
+    extra = notes(t)
     if extra:
         lines += [r"\par\vspace{2pt}", r"\begin{minipage}{\linewidth}\footnotesize"]
         lines += [latex_escape(n) + (r"\par" if k < len(extra) - 1 else "")

@@ -79,6 +79,10 @@ def record_value(rec: dict, col: str, select: str = "final"):
     return rec.get("metrics", {}).get(key)
 
 
+def key_of(col: str) -> str:
+    return split_col(col)[1]
+
+
 def _table_row(rec: dict) -> str:
     return rec.get("table_row") or rec["row"]
 
@@ -147,7 +151,9 @@ def aggregate(records: List[dict], select: str = "final") -> Tuple[List[str], Li
                                  f"must name one, e.g. {datasets[0]}/{c}")
             vals = [v for v in (record_value(r, c, select) for r in recs) if not is_nan(v)]
             mean = float(np.mean(vals)) if vals else float("nan")
-            std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+            # chance depends on the test labels alone: its spread over seeds means nothing
+            std = float(np.std(vals, ddof=1)) if len(vals) > 1 and key_of(c) != "chance mAP" \
+                else None
             row["values"][c] = (mean, std)
             row["samples"][c] = len(vals)
         rows.append(row)
@@ -165,6 +171,8 @@ class Table:
     published: Optional[object] = None   # gmbench.reference.PublishedTable
     reference: Optional[str] = None
     select: str = "final"
+    differs: List[str] = field(default_factory=list)   # result settings that differ by row
+    signif: Optional[object] = None      # tables.paired.TableSignificance, where computed
 
     def header(self, col: str) -> str:
         ds, key = split_col(col)
@@ -236,4 +244,20 @@ def build_table(records: List[dict], select: Optional[str] = None) -> Table:
                     r["delta"][c] = delta(r["values"][c][0], pub.value(r["reference"], c), c)
         t.rows = published_rows + rows
     t.groups = spans(cols, groups)
+    t.differs = settings_notes(records)
     return t
+
+
+def settings_notes(records: List[dict]) -> List[str]:
+    """One line per dataset on which the rows' result settings (loss, optimizer, schedule,
+    input size, epochs ...: :mod:`.settings`) are not all equal."""
+    from .settings import describe, differing, row_configs
+    out = []
+    datasets = list(dict.fromkeys(r.get("dataset") for r in records))
+    for ds in datasets:
+        diff = differing(row_configs(r for r in records if r.get("dataset") == ds))
+        if diff:
+            where = f" on {dataset_name(ds)}" if len(datasets) > 1 else ""
+            out.append(f"Settings that differ between the rows{where}: "
+                       + "; ".join(describe(diff)) + ".")
+    return out

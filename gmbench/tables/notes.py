@@ -3,26 +3,22 @@
 The caption is the paper's (without its "Table N:" prefix) plus what a reader needs to judge
 the reproduced rows: seeds, which epoch, what the parentheses hold, how marks are ranked.
 Notes below a table: rows that used test-split annotations at test time (marked †), a
-detector whose training set overlaps the test split, images skipped as unreadable, and which
-differences between reproduced rows exceed their spread.
+detector whose training set overlaps the test split, images skipped as unreadable, the
+result settings (loss, optimizer, schedule, input size, epochs ...) that differ between rows,
+and why a row has no significance mark.
 
-Spread rule (the demo's "which differences are real"): with at least 3 seeds per row, two
-rows on the same dataset differ beyond their spread when |mean_a − mean_b| > std_a + std_b,
-i.e. their mean ± std intervals do not overlap. It is a deliberately simple, conservative
-screen, not a significance test (3 seeds give a t-test 2–4 degrees of freedom); it is
-computed on the unrounded means and stds of the headline column (mAP where the table has it).
+Which differences are real is a paired bootstrap over the test images (:mod:`.paired`):
+rows significantly below the best row carry a mark, and the caption says how it was tested.
 """
 from __future__ import annotations
 
-from itertools import combinations
 from typing import List
 
-from .fmt import UNRANKED, split_col
 from .marks import describe
 from .model import Table, dataset_name
+from .paired import caption_sentence
 
 DAGGER = "†"
-MIN_SEEDS_FOR_SPREAD = 3
 
 
 def _and(items: List[str]) -> str:
@@ -66,52 +62,10 @@ def caption(t: Table, marks: str = "separate", std: str = "suffix", delta: str =
     else:
         parts = [f"Results on {_and([dataset_name(d) for d in t.datasets])}, {how}."]
     parts.append(describe(marks, several, t.published is not None, second))
+    parts.append(caption_sentence(t))
     if any(r["protocol"]["test_annotations"] for r in t.rows):
         parts.append(f"{DAGGER}: uses test-split annotations at test time (see notes).")
     return " ".join(p for p in parts if p)
-
-
-def _headline(t: Table) -> List[str]:
-    ranked = [c for c in t.cols if split_col(c)[1] not in UNRANKED]
-    maps = [c for c in ranked if split_col(c)[1] == "mAP"]
-    return maps or ranked[:1]
-
-
-def spread_note(t: Table, brief: bool = False) -> str:
-    """Which differences between reproduced rows exceed their spread (see module doc);
-    ``brief``: nothing when there are too few seeds to say."""
-    rows = t.reproduced
-    if not rows or len(rows) < 2:
-        return ""
-    if min(len(r["seeds"]) for r in rows) < MIN_SEEDS_FOR_SPREAD:
-        return "" if brief else (f"Fewer than {MIN_SEEDS_FOR_SPREAD} seeds per row: no difference between rows "
-                f"is called larger than its spread.")
-    found, within, metric = [], 0, ""
-    for c in _headline(t):
-        ds, key = split_col(c)
-        metric = key
-        rows_c = [r for r in rows if r["samples"].get(c, 0) >= MIN_SEEDS_FOR_SPREAD]
-        pools = dict.fromkeys(ds or r["dataset"] for r in rows_c)
-        for pool in pools:
-            members = [r for r in rows_c if (ds or r["dataset"]) == pool]
-            members.sort(key=lambda r: -r["values"][c][0])
-            for a, b in combinations(members, 2):
-                (ma, sa), (mb, sb) = a["values"][c], b["values"][c]
-                gap, spread = 100 * abs(ma - mb), 100 * (sa + sb)
-                if gap > spread:
-                    where = f" ({dataset_name(ds)})" if ds and len(t.datasets) > 1 else ""
-                    found.append(f"{a['row']} > {b['row']}{where}: {gap:.2f} > {spread:.2f}")
-                else:
-                    within += 1
-    if not found and not within:
-        return ""
-    head = (f"Differences in {metric} larger than the two rows' std summed "
-            f"(|Δ mean| > std_a + std_b)")
-    if not found:
-        return head + ": none; every pair of rows is within its spread."
-    tail = {0: " No pair is within its spread.", 1: " The other pair is within its spread."
-            }.get(within, f" The other {within} pairs are within their spread.")
-    return head + ": " + "; ".join(found) + "." + tail
 
 
 def _runs(counts: List[int], split: str) -> str:
@@ -120,9 +74,8 @@ def _runs(counts: List[int], split: str) -> str:
     return f"{n} {split} image{'s' if hi != 1 else ''}"
 
 
-def notes(t: Table, brief: bool = False) -> List[str]:
-    """The notes printed under the table (plain text), in a fixed order; ``brief`` leaves
-    out the sentence that there are too few seeds to compare rows."""
+def notes(t: Table) -> List[str]:
+    """The notes printed under the table (plain text), in a fixed order."""
     out = []
     leaked = [r["row"] for r in t.rows if r["protocol"]["test_annotations"]]
     if leaked:
@@ -145,7 +98,11 @@ def notes(t: Table, brief: bool = False) -> List[str]:
     if sourced:  # a table compiled from several papers cites each published row
         out.append("Published rows: " + "; ".join(f"{r['name']}: {r['pub_source']}"
                                                   for r in sourced) + ".")
-    spread = spread_note(t, brief)
-    if spread:
-        out.append(spread)
+    out += t.differs
+    sig = t.signif
+    if sig is not None:
+        out += sig.notes
+        if sig.cells and not any(c["below"] for c in sig.cells.values()):
+            out.append("No row's mAP is significantly below the best row's (paired bootstrap, "
+                       "Holm-corrected p < 0.05).")
     return out

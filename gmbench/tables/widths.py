@@ -41,8 +41,9 @@ _W = {
           333, 333),
 }
 # what the renderer prints for these: ± and − are math symbols ($\pm$, $-$), – is "--",
-# † is $^\dagger$ (a superscript), Δ is $\Delta$; anything else: one em (an upper bound)
-_SPECIAL = {" ": 250, "\u2009": 167, "±": 778, "−": 778, "–": 500, "†": 350, "Δ": 833, "×": 778}
+# † is $^\dagger$ (a superscript), Δ is $\Delta$, ↓ is $\downarrow$; anything else: one em (an upper bound)
+_SPECIAL = {" ": 250, "\u2009": 167, "±": 778, "−": 778, "–": 500, "†": 350, "Δ": 833, "×": 778,
+            "↓": 500}
 
 
 def em(text: str, style: str = "r") -> float:

@@ -8,31 +8,59 @@ from ..utils.io import atomic_write_text, read_jsonl
 from .csvout import to_csv, to_tidy_csv
 from .latex import to_latex
 from .markdown import to_markdown
-from .model import build_table
+from .model import Table, build_table
+from .paired import table_significance
+from .significance import RESAMPLES
 
 FORMATS = ("csv", "md", "tex")
 
 
+def finished(suite_dir: Path, rows: Optional[Sequence[str]] = None) -> List[dict]:
+    """The finished records of ``suite_dir/runs.jsonl`` (of the suite rows ``rows`` only)."""
+    records = [r for r in read_jsonl(Path(suite_dir) / "runs.jsonl")
+               if r.get("status") == "finished" and (rows is None or r.get("row") in rows)]
+    if not records:
+        raise FileNotFoundError(f"{Path(suite_dir) / 'runs.jsonl'} has no finished runs"
+                                + (f" of rows {', '.join(rows)}" if rows is not None else "")
+                                + "; run the suite first")
+    return records
+
+
+def table_with_significance(suite_dir: Path, records: List[dict], select: Optional[str] = None,
+                            resamples: int = RESAMPLES, seed: int = 0) -> Table:
+    """The table of ``records`` with its significance marks from ``suite_dir/preds``."""
+    t = build_table(records, select)
+    t.signif = table_significance(t, records, suite_dir, resamples, seed)
+    return t
+
+
+def render_markdown(suite_dir: Path, rows: Optional[Sequence[str]] = None, **kw) -> str:
+    """The Markdown table of the suite rows ``rows`` only (``gmbench run --rows``): the
+    marks and notes then compare those rows alone."""
+    return to_markdown(table_with_significance(suite_dir, finished(suite_dir, rows)), **kw)
+
+
 def write_tables(suite_dir: Path, formats: Sequence[str] = ("csv", "md"),
                  select: Optional[str] = None, std: str = "auto", delta: str = "auto",
-                 marks: str = "separate") -> List[Path]:
-    """Render ``suite_dir/runs.jsonl`` into table.{csv,md,tex} (csv also writes
-    table_tidy.csv) and the suite's figure, if it has ``table.figure``; returns the paths
-    written. ``select``: final | best (default: the suite's ``table.select``, else final);
-    ``std``/``delta``: auto | suffix | row | off; ``marks``: separate | joint | off."""
+                 marks: str = "separate", ci: bool = False, resamples: int = RESAMPLES,
+                 seed: int = 0) -> List[Path]:
+    """Render ``suite_dir/runs.jsonl`` (and the runs' ``preds/``) into table.{csv,md,tex}
+    (csv also writes table_tidy.csv) and the suite's figure, if it has ``table.figure``;
+    returns the paths written. ``select``: final | best (default: the suite's
+    ``table.select``, else final); ``std``/``delta``: auto | suffix | row | off; ``marks``:
+    separate | joint | off; ``ci``: a Δ-to-best [95% CI] column in Markdown and LaTeX (the
+    CSV always has its significance columns); ``resamples``/``seed``: the bootstrap's."""
     suite_dir = Path(suite_dir)
-    records = [r for r in read_jsonl(suite_dir / "runs.jsonl") if r.get("status") == "finished"]
-    if not records:
-        raise FileNotFoundError(f"{suite_dir / 'runs.jsonl'} has no finished runs; run the suite first")
+    records = finished(suite_dir)
     for fmt in formats:
         if fmt not in FORMATS:
             raise ValueError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
-    t = build_table(records, select)
+    t = table_with_significance(suite_dir, records, select, resamples, seed)
     md_std = "off" if std == "off" else "suffix"
     md_delta = "off" if delta == "off" else "suffix"
     render = {"csv": lambda: to_csv(t),
-              "md": lambda: to_markdown(t, marks, md_std, md_delta),
-              "tex": lambda: to_latex(t, marks, std, delta)}
+              "md": lambda: to_markdown(t, marks, md_std, md_delta, ci),
+              "tex": lambda: to_latex(t, marks, std, delta, ci)}
     texts = {fmt: render[fmt]() for fmt in formats}   # all or nothing: render, then write
     tidy = to_tidy_csv(records) if "csv" in formats else None
     written = [atomic_write_text(suite_dir / f"table.{fmt}", text) for fmt, text in texts.items()]
