@@ -1,8 +1,9 @@
 """Render a suite directory's runs.jsonl into its table files (and figure)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..utils.io import atomic_write_text, read_jsonl
 from .csvout import to_csv, to_tidy_csv
@@ -11,6 +12,18 @@ from .markdown import to_markdown
 from .model import build_table
 
 FORMATS = ("csv", "md", "tex")
+
+
+def planned_seeds(suite_dir: Path) -> Optional[Dict[str, List[int]]]:
+    """Row label → planned seeds, from the plan.json the runner writes (None without one)."""
+    try:
+        runs = json.loads((Path(suite_dir) / "plan.json").read_text(encoding="utf-8"))["runs"]
+        out: Dict[str, List[int]] = {}
+        for r in runs:
+            out.setdefault(r["row"], []).append(int(r["seed"]))
+        return {k: sorted(set(v)) for k, v in out.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def write_tables(suite_dir: Path, formats: Sequence[str] = ("csv", "md"),
@@ -27,7 +40,7 @@ def write_tables(suite_dir: Path, formats: Sequence[str] = ("csv", "md"),
     for fmt in formats:
         if fmt not in FORMATS:
             raise ValueError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
-    t = build_table(records, select)
+    t = build_table(records, select, planned_seeds(suite_dir))
     md_std = "off" if std == "off" else "suffix"
     md_delta = "off" if delta == "off" else "suffix"
     render = {"csv": lambda: to_csv(t),
