@@ -5,7 +5,7 @@ checkpoint every step) is run once sequentially (the reference, session-scoped).
 launcher must then (a) write every record exactly once, equal to the reference's metrics,
 when two launches run at once, each run trained by one process only; (b) after one
 worker process is SIGKILLed / one array task is scancel'd mid-run, finish that run from
-its checkpoint when the command is issued again.
+its checkpoint (taken over by the other worker, or by the command issued again).
 """
 import json
 import os
@@ -127,7 +127,7 @@ def test_workers_two_launches_at_once_train_each_run_once(suite_yaml, reference,
     assert code == 0 and text.count("finished") == 3 and "2 runs: 2 finished" in text, text
 
 
-def test_workers_a_killed_worker_s_run_resumes_on_reissue(suite_yaml, reference, tmp_path):
+def test_workers_a_killed_worker_s_run_resumes_from_its_checkpoint(suite_yaml, reference, tmp_path):
     out = tmp_path / "out"
     cmd = ("run", "--suite", suite_yaml, "--out", str(out), "--workers", "2")
     parent = gmbench(*cmd)
@@ -135,13 +135,14 @@ def test_workers_a_killed_worker_s_run_resumes_on_reissue(suite_yaml, reference,
     os.kill(victim["pid"], signal.SIGKILL)
     rc, log = finish(parent)
     assert rc != 0, log[-2000:]  # one worker died
-    assert victim["key"] not in {r["run_id"] for r in records(out)}
-    code, text = run_lines(out)
-    assert code == 1 and "stopped" in text and f"process {victim['pid']}" in text, text
+    if victim["key"] not in {r["run_id"] for r in records(out)}:
+        code, text = run_lines(out)
+        assert code == 1 and "stopped" in text and f"process {victim['pid']}" in text, text
+    # else the other worker took the dead one's run over already, which is as good
     rc, log = finish(gmbench(*cmd))
     assert rc == 0, log[-3000:]
-    assert "resuming" in (out / "fan" / "logs" / f"{victim['key']}.log").read_text() or \
-        "resuming" in log
+    text = (out / "fan" / "logs" / f"{victim['key']}.log").read_text()
+    assert "resuming" in text and text.count("claimed by") == 2, text  # the killed one, the taker
     check_once_and_equal(out, reference)
 
 
