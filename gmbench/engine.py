@@ -21,7 +21,7 @@ from .utils import checkpoint
 from .config import EvalConfig, OptimConfig, RunConfig
 from .data.dataset import collate
 from .models.base import MLICModel
-from .utils import dist, signals, tracking
+from .utils import dist, progress, signals, tracking
 from .utils.signals import Interrupted  # noqa: F401  (re-exported: the engine raises it)
 from .errors import TrainingDiverged  # noqa: F401  (re-exported: raised here)
 
@@ -294,6 +294,8 @@ def fit(model: MLICModel, train_set, test_set, cfg: RunConfig, device: torch.dev
     def on_step(good: bool):
         """After each step: periodic checkpoint (never right after a skipped step)."""
         every = cfg.train.ckpt_every_steps
+        progress.report(epoch=state.epoch, step=state.step, epochs=cfg.train.epochs,
+                        steps_per_epoch=steps_per_epoch)  # read by a claim's heartbeat
         stop = stop_requested()
         if good and (stop or (every and state.global_step % every == 0)):
             save_ckpt()

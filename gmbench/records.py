@@ -41,6 +41,23 @@ def finished_records(path: Path) -> Dict[str, dict]:
     return out
 
 
+def append_record(path: Path, record: Dict[str, Any]) -> bool:
+    """Append a finished record unless ``path`` already holds a finished record of its
+    run id (checked under the append lock: two holders of one run write it once)."""
+    rid = record_run_id(record)
+
+    def has_it(old: bytes) -> bool:
+        for line in old.decode("utf-8", errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and r.get("status") == "finished" and r.get("run_id") == rid:
+                return True
+        return False
+    return append_jsonl(path, record, unless=has_it if record.get("status") == "finished" else None)
+
+
 def finished_keys(path: Path) -> Dict[tuple, dict]:
     """(row label, seed) → finished record (the tables' view of a results folder)."""
     return {(r["row"], r["seed"]): r for r in finished_records(path).values()}

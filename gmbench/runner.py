@@ -32,9 +32,9 @@ from . import config as C
 from .instances import source as instances
 from .tables.figures import FigureSpec
 from .utils import signals
-from .records import (config_changes, config_hash, finished_records,  # noqa: F401
-                      replace_stale, run_id, stale_records)
-from .utils.io import append_jsonl, atomic_write_json, safe_name
+from .records import (append_record, config_changes, config_hash,  # noqa: F401
+                      finished_records, replace_stale, run_id, stale_records)
+from .utils.io import atomic_write_json, safe_name
 
 
 class TableSpec(BaseModel):
@@ -348,7 +348,8 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         record["predictions"] = write_predictions(
             suite_dir, rid, [test.image_ids[i] for i in preds["index"]], preds["probs"],
             preds["targets"])
-        append_jsonl(suite_dir / "runs.jsonl", record)
+        if not append_record(suite_dir / "runs.jsonl", record):  # exactly once per run id
+            log(f"   {rid} was already recorded (by another holder of this run); kept that record")
         from .utils.checkpoint import finish
         finish(ckpt_dir, cfg.train.keep_final_weights, log=log)
     dist.barrier()
@@ -356,59 +357,32 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
 
 
 def run_suite(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path, formats=("csv", "md"),
-              log=print, wait: bool = False, replace: bool = False) -> Path:
-    """Run every unfinished run, then render the tables. Returns the suite directory.
+              log=print, wait: bool = False, replace: bool = False, lease_s: Optional[float] = None,
+              keep_going: bool = False, since: Optional[float] = None,
+              prepared: bool = False) -> Path:
+    """Run every unfinished run that no other process holds, then render the tables.
+    Returns the suite directory.
 
-    Rank 0 holds the folder's lock throughout (a second ``run`` on the same folder
-    fails naming the holder, or queues with ``wait``), clears the temp files of
-    interrupted writes, and refuses, before any training, rows whose finished record
-    was made with another config, unless ``replace`` moves those records aside.
-    A signal in any phase ends the suite with :class:`signals.Interrupted`.
+    Runs are claimed one at a time (``SUITE/claims/``, gmbench/launch/claims.py), so any
+    number of processes may work on one folder: ``--workers``, SLURM array tasks, a second
+    ``gmbench run``. ``wait``: also wait for the runs that others hold (taking over any
+    whose holder dies) so that the tables are complete on return. Before training, rank 0
+    refuses rows whose finished record was made with another config, unless ``replace``
+    moves those records aside (skipped when ``prepared``: a launcher did it). A signal in
+    any phase ends the suite with :class:`signals.Interrupted`.
     """
-    from tqdm import tqdm
-
+    from .launch.claims import LEASE_S
+    from .launch.queue import drain, prepare
     from .tables import write_tables
     from .utils import dist
-    from .utils.io import remove_stale_tmp
-    from .utils.lock import FolderLock
     suite_dir = out_dir / safe_name(suite.name, "suite name")
-    lock = FolderLock(suite_dir) if dist.is_main() else None
     with signals.guard():
-        if lock:
-            lock.acquire(wait=wait, log=log)
-        try:
-            todo_ids = None
-            if dist.is_main():
-                for p in remove_stale_tmp(suite_dir):
-                    log(f"removed {p} (left by an interrupted write)")
-                done = finished_records(suite_dir / "runs.jsonl")
-                stale = stale_records(runs, done)
-                if stale and not replace:
-                    r, rec = stale[0]
-                    diff = config_changes(rec["config"], C.to_dict(r.cfg))[:8]
-                    raise C.ConfigError(
-                        f"{suite_dir / 'runs.jsonl'} already holds {len(stale)} finished run(s) of "
-                        f"this suite made with other settings, e.g. {r.row.label!r} seed {r.seed}:\n  "
-                        + "\n  ".join(diff or ["(same config, other suite/row identity)"])
-                        + "\nUse another --out to keep both, or --replace to move the old records "
-                          "to runs.superseded.jsonl and train these runs anew.")
-                if stale:
-                    replace_stale(suite_dir, stale, log)
-                todo_ids = [r.run_id for r in runs if r.run_id not in done]
-                log(f"suite {suite.name}: {len(runs) - len(todo_ids)} of {len(runs)} runs already finished")
-            todo_ids = set(dist.broadcast_object(todo_ids))
-            todo = [r for r in runs if r.run_id in todo_ids]
-            data = _DataCache()
-            for run in tqdm(todo, desc=f"suite {suite.name}", disable=not dist.is_main() or len(todo) < 2):
-                signals.check("the suite, between runs")
-                log(f"── {run.row.label} (seed {run.seed}, run {run.run_id})")
-                rec = execute(run, suite, out_dir, data, log=log)
-                log(f"   mAP {100 * rec['metrics']['mAP']:.1f} (chance {100 * rec['chance_mAP']:.1f}) "
-                    f"in {rec['timing']['wall_s']:.0f}s")
-            if dist.is_main():
-                write_tables(suite_dir, formats)
-            signals.check("table rendering (the tables were written)")
-        finally:
-            if lock:
-                lock.release()
+        if dist.is_main() and not prepared:
+            prepare(suite.name, runs, suite_dir, replace, log)
+        data = _DataCache()
+        drain(suite, runs, suite_dir, execute, data, log, lease_s=lease_s or LEASE_S, wait=wait,
+              keep_going=keep_going, since=since, out_dir=out_dir)
+        if dist.is_main() and finished_records(suite_dir / "runs.jsonl"):
+            write_tables(suite_dir, formats)  # `gmbench table` renders any time; so does a run
+        signals.check("table rendering (the tables were written)")
     return suite_dir

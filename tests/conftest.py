@@ -41,3 +41,26 @@ def subprocess_env(**extra):
     repo = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM cluster on localhost (tests/slurm_cluster.py); sets SLURM_CONF.
+    Skips where SLURM cannot start (not root, not installed), but fails under CI=true."""
+    from slurm_cluster import Cluster, Unavailable
+    cluster = Cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except Unavailable as e:
+        cluster.stop()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"SLURM must run in CI: {e}")
+        pytest.skip(f"no local SLURM cluster: {e}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ.update(cluster.env)
+    yield cluster
+    cluster.stop()
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

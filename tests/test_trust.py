@@ -184,27 +184,38 @@ def test_concurrent_appends_lose_nothing(tmp_path):
     assert sorted((r["worker"], r["i"]) for r in recs) == [(w, i) for w in range(4) for i in range(100)]
 
 
-HOLD = ("import sys; from pathlib import Path; from gmbench.utils.lock import FolderLock; "
-        "lock = FolderLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); "
-        "sys.stdin.readline(); lock.release()")
+HOLD = ("import sys; from pathlib import Path; from gmbench.launch.claims import Claims; "
+        "c = Claims(Path(sys.argv[1])).try_claim(sys.argv[2]); print('held', flush=True); "
+        "sys.stdin.readline(); c.release()")
 
 
-def test_second_run_on_a_folder_names_the_holder_or_waits(tmp_path):
-    # The holder keeps the lock until told to let go: a real first run could finish before the
+def _run_id(suite, out):
+    from gmbench import runner
+    from gmbench.selection import split_overrides
+    a = args(suite, out)
+    spec = runner.load_suite(suite)
+    common, per_row = split_overrides([a[i + 1] for i, x in enumerate(a) if x == "--set"], spec)
+    return runner.plan(spec, common, row_overrides=per_row)[0].run_id
+
+
+def test_a_run_held_by_another_process_is_left_to_it_or_waited_for(tmp_path):
+    # Runs are claimed one by one (gmbench/launch/claims.py), no longer the whole folder. The
+    # holder keeps the claim until told to let go: a real first run could finish before the
     # second one has imported torch on a loaded machine (seen in CI), which proves nothing.
     suite, out = suite_file(tmp_path), tmp_path / "out"
-    (out / "t").mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / "t")], cwd=REPO, env=ENV,
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / "t" / "claims"),
+                               _run_id(suite, out)], cwd=REPO, env=ENV,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         second = popen(args(suite, out))
-        _, err = second.communicate(timeout=300)
-        assert second.returncode == 1 and f"pid {holder.pid}" in err and "--wait" in err, err
+        o, err = second.communicate(timeout=300)
+        assert second.returncode == 0 and "1 of 1 runs are not finished" in o, o + err
+        assert "gmbench status" in o
         assert not (out / "t" / "runs.jsonl").exists()
         waiting = popen(args(suite, out) + ["--wait"])
         time.sleep(1.0)
-        assert waiting.poll() is None  # queued behind the holder
+        assert waiting.poll() is None  # waits for the holder's run
     finally:
         holder.communicate("\n", timeout=60)  # let go
     o, e = waiting.communicate(timeout=300)

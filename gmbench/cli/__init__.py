@@ -9,9 +9,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import compare, core, data, detector, env, extract, fetch  # noqa: F401  (sub-command modules)
+from . import compare, core, data, detector, env, extract, fetch, status  # noqa: F401  (sub-command modules)
 
-COMMANDS = (core, compare, data, extract, detector, env, fetch)  # help order
+COMMANDS = (core, status, compare, data, extract, detector, env, fetch)  # help order
 EXIT_CONFIG = 2
 
 

@@ -28,7 +28,32 @@ def add_parser(sub) -> None:
     r.add_argument("--resume", action="store_true",
                    help="continue unfinished runs from their last checkpoint (also the default)")
     r.add_argument("--wait", action="store_true",
-                   help="if another gmbench run holds OUT/SUITE, wait for it instead of exiting")
+                   help="also wait for runs that other processes hold (taking over any whose "
+                        "holder dies), so that the tables are complete on return; with "
+                        "--launcher slurm: wait for the submitted jobs")
+    f = r.add_argument_group("fan-out (docs: README, 'Many GPUs and clusters')")
+    f.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="N worker processes on this machine drain the suite's runs (one GPU "
+                        "each, or cores // N threads each on CPU)")
+    f.add_argument("--gpus-per-run", type=int, default=1, metavar="G",
+                   help="each run under DDP on G GPUs (workers: torchrun; SLURM: G tasks)")
+    f.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="slurm: submit the unfinished runs as one job array (submitit)")
+    f.add_argument("--lease", type=float, default=120.0, metavar="S",
+                   help="a run whose holder has not beaten for S seconds is taken over")
+    f.add_argument("--partition", default=None, help="SLURM partition")
+    f.add_argument("--time-limit", default="1440", metavar="T",
+                   help="SLURM time limit per run: minutes, H:MM:SS or D-HH:MM:SS")
+    f.add_argument("--cpus-per-run", type=int, default=None, metavar="C",
+                   help="SLURM CPUs per task (default: data.num_workers + 1)")
+    f.add_argument("--mem-gb", type=float, default=None, help="SLURM memory per run (GB)")
+    f.add_argument("--account", default=None, help="SLURM account")
+    f.add_argument("--constraint", default=None, help="SLURM node constraint")
+    f.add_argument("--max-parallel", type=int, default=None, metavar="K",
+                   help="at most K runs at once (the array's %%K throttle)")
+    # internal: a child of --workers (the parent prepared the folder) and its launch time
+    r.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)
+    r.add_argument("--since", type=float, default=None, help=argparse.SUPPRESS)
     r.add_argument("--replace", action="store_true",
                    help="rows recorded with other settings: move their old records to "
                         "runs.superseded.jsonl and train anew (default: refuse, exit 2)")
@@ -79,18 +104,25 @@ def cmd_run(args) -> int:
     out = Path(args.out)
     from .fetch import offline_gate
     if args.dry_run:
+        from ..launch.cost import describe_cost
+        from ..records import finished_records
         print(runner.describe_plan(suite, runs, out))
+        print(describe_cost(runs, set(finished_records(out / suite.name / "runs.jsonl"))))
         return offline_gate(args, runs)
     if offline_gate(args, runs):  # offline: nothing may be downloaded inside a job
         return 1
     from ..data import check_roots
     check_roots(r.cfg.data for r in runs)  # a missing dataset exits 2 before any row trains
+    if args.launcher == "slurm" or ((args.workers > 1 or args.gpus_per_run > 1) and not args.worker_of):
+        return _fan_out(args, suite, runs, out, fmts)
     dist.init_from_env(str(resolve_device(runs[0].cfg.device)) if runs else "cpu")
     main = dist.is_main()  # the group is gone after the finally below
     log = print if main else (lambda *a, **k: None)
     try:
         suite_dir = runner.run_suite(suite, runs, out, fmts, log=log, wait=args.wait,
-                                     replace=args.replace)
+                                     replace=args.replace, lease_s=args.lease,
+                                     keep_going=bool(args.worker_of), since=args.since,
+                                     prepared=bool(args.worker_of))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -102,9 +134,13 @@ def cmd_run(args) -> int:
         return code
     finally:
         dist.shutdown()
+    if main and args.worker_of:
+        return 0  # the launcher reports
     if main:
+        _report_unfinished(suite_dir, runs)
         for f in fmts:
-            print(f"wrote {suite_dir / f'table.{f}'}")
+            if (suite_dir / f"table.{f}").exists():
+                print(f"wrote {suite_dir / f'table.{f}'}")
         print(_printed_table(suite_dir, suite, args.rows))
         from ..compare import against_snapshot
         diff = against_snapshot(suite.name, suite_dir)
@@ -125,6 +161,63 @@ def _printed_table(suite_dir: Path, suite, patterns) -> str:
               f"row of the folder)\n")
 
 
+def _fan_out(args, suite, runs, out: Path, fmts) -> int:
+    """--workers N (several processes here) or --launcher slurm (one job array)."""
+    from ..utils.env import resolve_device
+    cuda = bool(runs) and resolve_device(runs[0].cfg.device).type == "cuda"
+    if args.launcher == "slurm":
+        from ..launch.slurm import SlurmOptions, parse_time, submit, wait_jobs
+        if args.replace:
+            from ..launch.queue import prepare
+            prepare(suite.name, runs, out / suite.name, True)
+        cpus = args.cpus_per_run or (max(r.cfg.data.num_workers for r in runs) + 1 if runs else 1)
+        opts = SlurmOptions(partition=args.partition, time_min=parse_time(args.time_limit),
+                            gpus_per_run=args.gpus_per_run if cuda else 0, cpus_per_run=cpus,
+                            mem_gb=args.mem_gb, account=args.account, constraint=args.constraint,
+                            max_parallel=args.max_parallel, lease_s=args.lease)
+        from ..runner import run_suite
+        submit(run_suite, suite, runs, out, opts, fmts)
+        if not args.wait:
+            return 0
+        wait_jobs(out / suite.name, runs)
+        code = 0
+    else:
+        from ..launch.workers import run_workers
+        child = ["run", "--suite", args.suite, "--out", str(out), "--format", args.format,
+                 "--lease", str(args.lease)]
+        for p in args.rows:
+            child += ["--rows", p]
+        for o in args.overrides:
+            child += ["--set", o]
+        if args.device:
+            child += ["--device", args.device]
+        if args.wait:
+            child.append("--wait")
+        if args.offline:
+            child.append("--offline")
+        code = run_workers(suite, runs, out, child, args.workers, args.gpus_per_run, cuda,
+                           replace=args.replace)
+    suite_dir = out / suite.name
+    from ..records import finished_records
+    if finished_records(suite_dir / "runs.jsonl"):
+        from ..tables import write_tables
+        for p in write_tables(suite_dir, fmts):
+            print(f"wrote {p}")
+    _report_unfinished(suite_dir, runs)
+    if code == 0:
+        print((suite_dir / "table.md").read_text() if (suite_dir / "table.md").exists() else "")
+    return code
+
+
+def _report_unfinished(suite_dir: Path, runs) -> None:
+    from ..records import finished_records
+    done = finished_records(suite_dir / "runs.jsonl")
+    left = [r for r in runs if r.run_id not in done]
+    if left:
+        print(f"{len(left)} of {len(runs)} runs are not finished (held by other processes, "
+              f"failed or stopped): `python -m gmbench status {suite_dir}`")
+
+
 def runtime_error_code(e: BaseException):
     """Exit code for a failure gmbench explains in one line (None: an unexpected bug).
 
@@ -138,6 +231,7 @@ def runtime_error_code(e: BaseException):
     from ..data.dataset import BadImageError
     from ..engine import TrainingDiverged
     from ..instances.cache import CacheError
+    from ..launch.queue import RunsFailed
     from ..models.weights import WeightsError
     from ..utils.io import RecordsError
     from ..utils.lock import FolderLocked
@@ -150,7 +244,7 @@ def runtime_error_code(e: BaseException):
     if isinstance(e, MissingTensorBoard):
         return 2
     if isinstance(e, (TrainingDiverged, CacheError, BadImageError, CheckpointError, RecordsError,
-                      FolderLocked, AnnotationError, WeightsError, OSError)):
+                      FolderLocked, AnnotationError, WeightsError, OSError, RunsFailed)):
         return 1
     return None
 

@@ -112,8 +112,11 @@ def _skipped(recs: List[dict]) -> Dict[str, List[int]]:
     return out
 
 
-def aggregate(records: List[dict], select: str = "final") -> Tuple[List[str], List[dict]]:
-    """Group records by table row (in suite order): per column mean and std over seeds."""
+def aggregate(records: List[dict], select: str = "final",
+              planned: Optional[Dict[str, List[int]]] = None) -> Tuple[List[str], List[dict]]:
+    """Group records by table row (in suite order): per column mean and std over seeds.
+    ``planned``: suite row label → the seeds planned for it (plan.json); a table row with
+    fewer finished seeds is marked "[k of n seeds]" and lists the missing ones."""
     if not records:
         raise TableError("no finished runs to tabulate")
     if select not in SELECTIONS:
@@ -144,7 +147,13 @@ def aggregate(records: List[dict], select: str = "final") -> Tuple[List[str], Li
                "dataset": "+".join(datasets), "seeds": sorted({r["seed"] for r in recs}),
                "source": "reproduced", "values": {}, "delta": {}, "samples": {},
                "reference": next((r.get("reference") for r in recs if r.get("reference")), None),
-               "protocol": _protocol(recs), "skipped": _skipped(recs)}
+               "protocol": _protocol(recs), "skipped": _skipped(recs), "missing": []}
+        want = [(lab, sd) for lab in labs for sd in (planned or {}).get(lab, [])]
+        have = {(r["row"], r["seed"]) for r in recs}
+        row["missing"] = [f"{lab} seed {sd}" if len(labs) > 1 else f"seed {sd}"
+                          for lab, sd in want if (lab, sd) not in have]
+        if row["missing"]:  # never silently a mean over fewer seeds than planned
+            row["row"] = f"{tr} [{len(want) - len(row['missing'])} of {len(want)} seeds]"
         for c in cols:
             if len(datasets) > 1 and split_col(c)[0] is None:
                 raise TableError(f"table row {tr!r} spans datasets {datasets}; column {c!r} "
@@ -173,6 +182,7 @@ class Table:
     select: str = "final"
     differs: List[str] = field(default_factory=list)   # result settings that differ by row
     signif: Optional[object] = None      # tables.paired.TableSignificance, where computed
+    unstarted: List[str] = field(default_factory=list)  # planned rows with no finished run
 
     def header(self, col: str) -> str:
         ds, key = split_col(col)
@@ -211,14 +221,17 @@ def spans(cols: Sequence[str], groups: Dict[str, List[str]]) -> List[Tuple[Optio
     return spans if any(g for g, _ in spans) else []
 
 
-def build_table(records: List[dict], select: Optional[str] = None) -> Table:
+def build_table(records: List[dict], select: Optional[str] = None,
+                planned: Optional[Dict[str, List[int]]] = None) -> Table:
     """Aggregate the records and, where the suite names one, merge the published table.
     ``select`` defaults to the suite's ``table.select`` (if it has one), else ``final``."""
     spec = records[-1].get("table", {}) or {} if records else {}
     select = select or spec.get("select") or "final"
-    cols, rows = aggregate(records, select)
+    cols, rows = aggregate(records, select, planned)
     t = Table(suite=records[-1].get("suite", ""), cols=cols, rows=rows,
               reference=spec.get("reference"), select=select)
+    recorded = {r["row"] for r in records}
+    t.unstarted = [lab for lab in (planned or {}) if lab not in recorded]
     groups = spec.get("group_header") or {}
     if t.reference:
         from ..reference import load_table
@@ -231,7 +244,7 @@ def build_table(records: List[dict], select: Optional[str] = None) -> Table:
                 "row": pr.display, "method": "", "dataset": "+".join(np.atleast_1d(pub.dataset)),
                 "seeds": [], "source": "published", "reference": None, "delta": {},
                 "name": pr.name, "cite": pr.cite or "", "pub_source": pr.source, "samples": {},
-                "protocol": {"test_annotations": False, "overlap": []}, "skipped": {},
+                "protocol": {"test_annotations": False, "overlap": []}, "skipped": {}, "missing": [],
                 "values": {c: (float("nan") if pub.value(pr.name, c) is None
                                else pub.value(pr.name, c), None) for c in cols}})
         names = [r.name for r in pub.rows]

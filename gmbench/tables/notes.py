@@ -94,6 +94,12 @@ def notes(t: Table) -> List[str]:
             where = "" if runs == 1 else (" in each run" if hit == runs else
                                           f" in {hit} of {runs} runs")
             out.append(f"{r['row']}: {_and(parts)} skipped as unreadable{where}.")
+    for r in t.rows:
+        if r.get("missing"):
+            out.append(f"{r['row']}: mean over the finished seeds only; not finished: "
+                       f"{_and(r['missing'])}.")
+    if t.unstarted:
+        out.append(f"Planned but with no finished run yet: {_and(t.unstarted)}.")
     sourced = [r for r in t.rows if r.get("pub_source")]
     if sourced:  # a table compiled from several papers cites each published row
         out.append("Published rows: " + "; ".join(f"{r['name']}: {r['pub_source']}"

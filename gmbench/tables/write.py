@@ -1,8 +1,9 @@
 """Render a suite directory's runs.jsonl into its table files (and figure)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..utils.io import atomic_write_text, read_jsonl
 from .csvout import to_csv, to_tidy_csv
@@ -13,6 +14,18 @@ from .paired import table_significance
 from .significance import RESAMPLES
 
 FORMATS = ("csv", "md", "tex")
+
+
+def planned_seeds(suite_dir: Path) -> Optional[Dict[str, List[int]]]:
+    """Row label → planned seeds, from the plan.json the runner writes (None without one)."""
+    try:
+        runs = json.loads((Path(suite_dir) / "plan.json").read_text(encoding="utf-8"))["runs"]
+        out: Dict[str, List[int]] = {}
+        for r in runs:
+            out.setdefault(r["row"], []).append(int(r["seed"]))
+        return {k: sorted(set(v)) for k, v in out.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def finished(suite_dir: Path, rows: Optional[Sequence[str]] = None) -> List[dict]:
@@ -29,7 +42,7 @@ def finished(suite_dir: Path, rows: Optional[Sequence[str]] = None) -> List[dict
 def table_with_significance(suite_dir: Path, records: List[dict], select: Optional[str] = None,
                             resamples: int = RESAMPLES, seed: int = 0) -> Table:
     """The table of ``records`` with its significance marks from ``suite_dir/preds``."""
-    t = build_table(records, select)
+    t = build_table(records, select, planned_seeds(suite_dir))
     t.signif = table_significance(t, records, suite_dir, resamples, seed)
     return t
 

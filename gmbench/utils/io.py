@@ -169,12 +169,15 @@ def remove_stale_tmp(folder: PathLike) -> List[Path]:
     return gone
 
 
-def append_jsonl(path: PathLike, record: dict) -> None:
+def append_jsonl(path: PathLike, record: dict,
+                 unless: Optional[Callable[[bytes], bool]] = None) -> bool:
     """Append one JSON line so that a crash never leaves a partial line.
 
     The whole file is rewritten atomically (runs.jsonl holds one line per run,
     hundreds at most), under an exclusive ``fcntl`` lock on the containing folder,
     so concurrent appenders, even in other processes, never lose a record.
+    ``unless(old_bytes)`` is asked under that lock: True leaves the file as it is
+    (exactly-once appends). Returns whether the line was appended.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,11 +187,14 @@ def append_jsonl(path: PathLike, record: dict) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         old = path.read_bytes() if path.exists() else b""
+        if unless is not None and unless(old):
+            return False
         if old and not old.endswith(b"\n"):
             old += b"\n"
         atomic_write_bytes(path, old + line)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+    return True
 
 
 def read_jsonl(path: PathLike) -> list:
