@@ -44,9 +44,9 @@ class TableSpec(BaseModel):
     reference: Optional[str] = None  # published numbers (results/reference/*.yaml), issue 9
     group_header: Optional[Dict[str, List[str]]] = None
     figure: Optional[FigureSpec] = None  # a sweep plot next to the tables (gmbench/tables/figures.py)
-    # The epoch each run contributes: final (default) or best (= selection on the test split,
-    # flagged in the table notes); `gmbench table --select` overrides it.
-    select: Literal["final", "best"] = "final"
+    # The epoch each run contributes: final (default), best or best_of_ema (both selection on
+    # the test split, flagged in the table notes); `gmbench table --select` overrides it.
+    select: Literal["final", "best", "best_of_ema"] = "final"
 
 
 class RowSpec(BaseModel):

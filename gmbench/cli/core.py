@@ -66,9 +66,11 @@ def add_parser(sub) -> None:
     t = sub.add_parser("table", help="re-render the tables of OUT/SUITE from runs.jsonl alone")
     t.add_argument("suite_dir", help="e.g. results/demo")
     t.add_argument("--format", default="csv,md", help="any of csv,md,tex")
-    t.add_argument("--select", choices=["final", "best"], default=None,
+    t.add_argument("--select", choices=["final", "best", "best_of_ema"], default=None,
                    help="epoch each run contributes: final (default, or the suite's "
-                        "table.select) or best (the best test epoch: selection on the test split)")
+                        "table.select), best (the best test epoch: selection on the test split) "
+                        "or best_of_ema (the better of raw and EMA model at the best epoch, the "
+                        "ASL/ML-Decoder authors' rule; also selection on the test split)")
     t.add_argument("--std", choices=["auto", "suffix", "row", "off"], default="auto",
                    help="std in LaTeX: after the mean, on its own line, or not at all (auto: "
                         "whatever fits the page); Markdown: off or in the cell")

@@ -18,7 +18,7 @@ import io
 from typing import Iterator, List
 
 from .fmt import fmt, fmt_std, is_nan
-from .model import Table, record_value
+from .model import Table, record_value, selected_metrics
 
 TIDY_COLUMNS = ["suite", "row", "method", "dataset", "seed", "metric", "value", "selection"]
 
@@ -88,6 +88,8 @@ def _tidy_rows(records: List[dict]) -> Iterator[list]:
         selections = [("final", rec.get("metrics") or {})]
         if isinstance(rec.get("best_metrics"), dict):
             selections.append(("best", rec["best_metrics"]))
+        if any("metrics_raw" in h for h in (rec.get("train") or {}).get("history") or []):
+            selections.append(("best_of_ema", selected_metrics(rec, "best_of_ema")))
         for sel, metrics in selections:
             for key, v in metrics.items():
                 # counts such as n_classes_ap are ints; metrics are floats

@@ -65,13 +65,11 @@ def x_value(record: dict, spec: FigureSpec):
 
 
 def _metric(record: dict, spec: FigureSpec, select: str):
-    if select == "best":
-        best = record.get("best_metrics")
-        if not isinstance(best, dict):
-            raise ValueError(f"run {record.get('row')!r} seed {record.get('seed')} has no "
-                             f"best_metrics; draw the figure with --select final")
-        return best.get(spec.metric)
-    return record.get("metrics", {}).get(spec.metric)
+    from .model import selected_metrics
+    try:
+        return selected_metrics(record, select).get(spec.metric)
+    except ValueError as e:  # TableError: a figure raises ValueError with the same message
+        raise ValueError(str(e).replace("render with", "draw the figure with")) from None
 
 
 def sweep_series(records: List[dict], spec: FigureSpec, select: str = "final"
@@ -141,8 +139,9 @@ def caption(records: List[dict], spec: FigureSpec, select: str = "final") -> str
     title = re.sub(r"^\s*Figure\s+\d+\s*(\([a-z]\))?\s*[:.]\s*", "", spec.title).strip()
     seeds = sorted({p[3] for pts in sweep_series(records, spec, select).values() for p in pts})
     n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
-    when = ("at each run's best epoch, selected on the test split" if select == "best"
-            else "at the final training epoch")
+    when = {"best": "at each run's best epoch, selected on the test split",
+            "best_of_ema": "at each run's best epoch and the better of its raw and EMA models, "
+                           "selected on the test split"}.get(select, "at the final training epoch")
     how = (f"{spec.ylabel}: mean ± std over {n} seeds (bars and band) {when}; one panel per "
            f"dataset, each with its own y range.")
     return f"{title.rstrip('.')}. {how}" if title else how

@@ -38,6 +38,10 @@ def selection_phrase(t: Table) -> str:
     if t.select == "best":
         return ("at each run's best epoch, selected on the test split (an optimistic choice "
                 "that the paper's protocol does not separate from testing)")
+    if t.select == "best_of_ema":
+        return ("at each run's best epoch, taking at every epoch the better of the raw and the "
+                "EMA model (the rule of the ASL and ML-Decoder code), both selected on the test "
+                "split (an optimistic choice)")
     return "at the final training epoch"
 
 
