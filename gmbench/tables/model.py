@@ -64,7 +64,6 @@ def record_value(rec: dict, col: str, select: str = "final"):
     if key == "epoch_s":
         hist = (rec.get("train") or {}).get("history") or []
         return hist[-1].get("train_s") if hist else None
-    where = f"run {rec.get('row')!r} seed {rec.get('seed')}"
     if key.startswith("AP:"):
         if select != "final":
             raise TableError(f"column {col!r}: per-class AP is recorded for the final epoch "
