@@ -3,7 +3,7 @@
 Lower layers (data, models, instances) raise these without importing the layers that
 catch them (engine, runner, cli). The CLI maps each to an exit code: configuration and
 table problems to 2, data, weights, cache and checkpoint problems to 1.
-The utilities' own errors (``DiskFull``, ``RecordsError``, ``FolderLocked``,
+The utilities' own errors (``DiskFull``, ``RecordsError``,
 ``Interrupted``) live with the utilities, one layer down, and are re-exported here
 (``gmbench.utils.checkpoint.CheckpointError`` too, but it is not re-exported: that module
 imports torch, and this one must stay light).
@@ -11,7 +11,6 @@ imports torch, and this one must stay light).
 from __future__ import annotations
 
 from .utils.io import DiskFull, RecordsError  # noqa: F401
-from .utils.lock import FolderLocked  # noqa: F401
 from .utils.signals import Interrupted  # noqa: F401
 
 

@@ -236,7 +236,6 @@ def runtime_error_code(e: BaseException):
     from ..launch.queue import RunsFailed
     from ..models.weights import WeightsError
     from ..utils.io import RecordsError
-    from ..utils.lock import FolderLocked
     from ..utils.signals import Interrupted
     from ..utils.tracking import MissingTensorBoard
     if isinstance(e, Interrupted):
@@ -246,7 +245,7 @@ def runtime_error_code(e: BaseException):
     if isinstance(e, MissingTensorBoard):
         return 2
     if isinstance(e, (TrainingDiverged, CacheError, BadImageError, CheckpointError, RecordsError,
-                      FolderLocked, AnnotationError, WeightsError, OSError, RunsFailed)):
+                      AnnotationError, WeightsError, OSError, RunsFailed)):
         return 1
     return None
 
