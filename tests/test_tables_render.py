@@ -41,7 +41,8 @@ def test_paper_marks_kept_on_published_rows(recs):
     for mode, want in (("separate", True), ("joint", False)):
         marks = rank_marks(t.cols, t.rows, mode)
         bold = {c for (i, c), m in marks.items() if i == gm and m == "best"}
-        assert ({"mAP", "CF1", "CF1@3", "OF1", "CR@3", "OR@3"} <= bold) is True
+        if mode == "separate":  # jointly, a fabricated reproduced row may beat it
+            assert {"mAP", "CF1", "CF1@3", "OF1", "CR@3", "OR@3"} <= bold
         repro_best = {c for (i, c), m in marks.items() if t.rows[i]["source"] == "reproduced"
                       and m == "best"}
         assert (repro_best == set(t.cols)) is want   # separate: every column has a repro best

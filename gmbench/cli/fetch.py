@@ -131,7 +131,7 @@ def plan_runs(runs) -> Plan:
         d, need = r.cfg.data, f"row {r.row.label!r}"
         if not d.name.startswith("synthetic"):
             _add_dataset(plan, d.name, d.root, [d.train_split, d.test_split], need)
-        for what, p in _side_files(r.cfg):
+        for what, p in _side_files(r.cfg, Path(d.root) if d.root else None):
             _add_file(plan, what, p, need)
     return plan
 
