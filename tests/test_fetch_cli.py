@@ -236,3 +236,40 @@ def test_offline_gate_passes_the_synthetic_demo_whose_caches_are_made_in_the_job
     monkeypatch.setenv(dl.OFFLINE_ENV, "1")
     assert cli.main(["run", "--suite", "demo", "--dry-run"]) == 0
     assert "every file the runs read is on disk" in capsys.readouterr().out
+
+
+def test_slurm_launcher_is_offline_by_default_and_names_what_jobs_would_download(
+        world, tmp_path, monkeypatch, capsys):
+    """Compute nodes often have no internet: `--launcher slurm` checks before submitting, as
+    --offline does, and submits nothing while a file is missing."""
+    from gmbench.launch import slurm
+    monkeypatch.delenv(dl.OFFLINE_ENV)
+    monkeypatch.setattr(slurm, "submit", lambda *a, **k: pytest.fail("submitted"))
+    code = cli.main(["run", "--suite", "voc_table1", "--launcher", "slurm",
+                     "--set", "data.root=/nowhere/voc"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "/nowhere/voc/VOCdevkit/VOC2007/ImageSets/Main/test.txt" in err
+    assert "python -m gmbench fetch --suite voc_table1 --set data.root=/nowhere/voc" in err
+    assert os.environ[dl.OFFLINE_ENV] == "1"
+
+
+@pytest.mark.parametrize("given, in_job", [(None, "1"), ("0", "0")])
+def test_slurm_job_runs_offline_unless_the_submitting_shell_allowed_downloads(
+        tmp_path, monkeypatch, given, in_job):
+    from gmbench.launch.slurm import SlurmRun
+    if given is None:
+        monkeypatch.delenv(dl.OFFLINE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(dl.OFFLINE_ENV, given)
+    seen = {}
+
+    def run_suite(*a, **k):
+        seen["offline"] = os.environ.get(dl.OFFLINE_ENV)
+        return tmp_path
+
+    run = dataclasses.make_dataclass("R", ["run_id", "cfg"])(
+        "r0", dataclasses.make_dataclass("C", ["device"])("cpu"))
+    task = SlurmRun(run_suite, None, [run], "r0", tmp_path, ["csv"], 60.0, 0, 0.0)
+    monkeypatch.setenv(dl.OFFLINE_ENV, "something else")  # the node's own environment
+    assert task() is None and seen["offline"] == in_job

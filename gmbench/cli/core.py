@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -105,12 +106,17 @@ def cmd_run(args) -> int:
     runs = runner.plan(suite, common, device=args.device, row_overrides=per_row)
     out = Path(args.out)
     from .fetch import offline_gate
+    from ..utils.download import OFFLINE_ENV
     if args.dry_run:
         from ..launch.cost import describe_cost
         from ..records import finished_records
         print(runner.describe_plan(suite, runs, out))
         print(describe_cost(runs, set(finished_records(out / suite.name / "runs.jsonl"))))
         return offline_gate(args, runs)
+    if args.launcher == "slurm" and OFFLINE_ENV not in os.environ:
+        # compute nodes often have no internet: jobs never download, and what they would
+        # need is named here, before submitting (GMBENCH_OFFLINE=0 lets jobs download)
+        args.offline = True
     if offline_gate(args, runs):  # offline: nothing may be downloaded inside a job
         return 1
     from ..data import check_roots

@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Sequence
 
 from ..errors import ConfigError
 from ..records import finished_records
+from ..utils.download import OFFLINE_ENV
 from ..utils.io import atomic_write_json, safe_name
 from .claims import LIVE_SLURM_STATES, Claims, slurm_job_state
 
@@ -80,10 +81,13 @@ class SlurmRun:
         self.suite, self.runs, self.run_id = suite, list(runs), run_id
         self.out_dir, self.formats, self.lease_s = Path(out_dir), list(formats), lease_s
         self.gpus, self.since = gpus, since
+        # as the submitting shell decided (the CLI sets 1 unless GMBENCH_OFFLINE was given)
+        self.offline = os.environ.get(OFFLINE_ENV, "1")
 
     def __call__(self) -> Optional[float]:
         from ..utils import dist
         from ..utils.env import resolve_device
+        os.environ[OFFLINE_ENV] = self.offline  # torch hub and the runner read it in the job
         if self.gpus > 1:
             import submitit
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
