@@ -43,6 +43,19 @@ def subprocess_env(**extra):
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most 4 (each imports torch; the tests run one
+    thread each and many wait on subprocesses)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    # one SLURM cluster per test session: its tests share one xdist worker (--dist loadgroup)
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A one-node SLURM cluster on localhost (tests/slurm_cluster.py); sets SLURM_CONF.

@@ -55,7 +55,7 @@ def test_method_yaml_validates(config_name, model_name):
     assert cfg.model.name == model_name
 
 
-def tiny_model_cfg(name):
+def tiny_model_cfg(name, narrow=True):
     entry = METHODS.get(name)
     block = {"name": name}
     for cname, _ in method_configs():
@@ -68,6 +68,10 @@ def tiny_model_cfg(name):
         block["depth"] = 18
     if "pretrained" in fields:
         block["pretrained"] = "none"
+    # transformer heads at test width (Q2L's 8192-wide FFN alone took ~40 s per learning test)
+    for key, small in (("ffn_dim", 256), ("embed_dim", 64)):
+        if narrow and key in block:
+            block[key] = small
     return entry, entry.config.model_validate(block)
 
 

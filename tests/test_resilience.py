@@ -47,8 +47,11 @@ def launch_and_signal(cmd, ckdir: Path, after_ckpt: str, sig=signal.SIGKILL, tim
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + timeout
+    # the sidecar is written just before the checkpoint is renamed into place: wait for both,
+    # or a kill in between resumes from the previous checkpoint (seen on a loaded box)
+    names = {after_ckpt, after_ckpt.removesuffix(".sha256")}
     while time.time() < deadline and proc.poll() is None:
-        if list(ckdir.rglob(after_ckpt)):
+        if all(list(ckdir.rglob(n)) for n in names):
             break
         time.sleep(0.02)
     assert proc.poll() is None, f"finished before {after_ckpt}: {proc.stderr.read()[-1500:]}"
@@ -69,7 +72,7 @@ def test_sigkill_mid_epoch_resume_is_bit_exact(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     ckdir = out / "r" / "checkpoints"
     # 5 steps per epoch: kill mid-epoch 1, then mid-epoch 2 (fixed offsets), resuming each time.
-    # (a checkpoint counts once its .sha256 sidecar is written after it)
+    # (a checkpoint counts once both it and its .sha256 sidecar are in place)
     for name in ("ckpt-e0000-s0000002.pt.sha256", "ckpt-e0001-s0000003.pt.sha256"):
         proc = launch_and_signal(cli(suite, out), ckdir, name)
         assert proc.returncode == -signal.SIGKILL
