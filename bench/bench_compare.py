@@ -3,7 +3,7 @@
     PYTHONPATH=$PWD python bench/bench_compare.py [--resamples 1000] [--sk-resamples 3]
 
 Synthetic predictions shaped like COCO val2014 (40,137 images × 80 classes, ~2.9 labels
-per image), 2 rows × 3 seeds, stored as float16 like preds/*.npz. gmbench's bootstrap (mAP
+per image), 2 rows × 3 seeds, float32 as stored in preds/*.npz. gmbench's bootstrap (mAP
 only, as ``gmbench compare`` by default) is timed end to end on ``--resamples`` resamples;
 the scikit-learn reference re-sorts each resampled dataset (average_precision_score per
 class, per run, per resample) and is timed on ``--sk-resamples`` resamples, then scaled
@@ -30,7 +30,7 @@ def fake_runs(seed: int = 0):
         runs = []
         for s in range(SEEDS):
             logit = rng.normal(size=(N, C)) + (2.0 + 0.1 * r) * t - 2.5
-            runs.append((1 / (1 + np.exp(-logit))).astype(np.float16))
+            runs.append((1 / (1 + np.exp(-logit))).astype(np.float32))
         rows[f"row{r}"] = runs
     return rows, t
 
