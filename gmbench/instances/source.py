@@ -98,8 +98,18 @@ def cache_paths(cfg, root: Optional[Path]) -> List[Tuple[str, Path]]:
         if given:
             out.append((split, Path(given).expanduser()))
         elif base is not None:
-            out.append((split, cache_dir(base, split, inst.source, inst.top_m)))
+            out.append((split, row_cache_dir(cfg, base, split)))
     return out
+
+
+def row_cache_dir(cfg, base: Path, split: str) -> Path:
+    """A split's instance cache: the default folder (``gmbench extract``'s), except for a row
+    that trains its own detector, whose instances live under that detector's folder, so that
+    rows (or seeds: ``detector.seed: run``) with different detectors never share a cache."""
+    inst = instance_settings(cfg.model)
+    if getattr(cfg, "detector", None) is not None:
+        return base / "detectors" / detector_key(cfg) / "instances" / f"{split}-detector-m{inst.top_m}"
+    return cache_dir(base, split, inst.source, inst.top_m)
 
 
 def detector_weights_file(inst: Optional[InstanceSettings]) -> Optional[Path]:
@@ -186,7 +196,7 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
         # online mode reads no cache: the online detector loads the weights file itself
         splits = () if inst.features == "online" else ((d.train_split, train), (d.test_split, test))
         for split, labels in splits:
-            out = cache_dir(base, split, "detector", top_m)
+            out = row_cache_dir(cfg, base, split)
             plan = make_plan(source, labels, d.name, split, top_m, 512, dcfg.extract_batch_size)
             old = out / "plan.json"
             stale = old.is_file() and json.loads(old.read_text()).get("identity") != plan["identity"]

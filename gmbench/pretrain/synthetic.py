@@ -30,13 +30,16 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..models.instance_settings import instance_settings
 from ..utils.io import atomic_torch_save, atomic_write_json, config_digest, sha256_file
 from .config import FORMAT, SYNTHETIC, SyntheticPretrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 TRAIN_SPLIT_ID, VAL_SPLIT_ID = 3, 4  # the dataset's own splits use 1 (train) and 2 (test)
 _PREPARED: Dict[str, dict] = {}      # digest -> prepare()'s result, once per process
