@@ -152,3 +152,5 @@ def test_record_protocol_names_the_pretraining(cache, tmp_path):
     assert pre["weights"] == str(pretrain.weights_path(p))
     assert pre["sha256"] == json.loads(S.manifest_path(p).read_text())["sha256"]
     assert rec["config"]["model"]["pretrained"] == "synthetic"  # the run's own config keeps the name
+    table = (out / "pre" / "table.md").read_text()
+    assert f"Trunks of every row start from the synthetic pretraining {pretrain.digest(p)}" in table
