@@ -14,6 +14,7 @@ from typing import Any, Dict, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .detector.config import DetectorTrainConfig
+from .pretrain.config import SyntheticPretrainConfig
 from .registry import DATASETS, METHODS, UnknownNameError
 from .config_files import (_explain, available, config_root, deep_merge,  # noqa: F401
                            dotted_to_nested, load_yaml, named_yaml, parse_set)
@@ -80,6 +81,9 @@ class RunConfig(_Strict):
     # A detector the runner trains on data.train_split's boxes; its instances feed the
     # model (gmbench/instances/source.py). None: instances, if any, come from elsewhere.
     detector: Optional[DetectorTrainConfig] = None
+    # The synthetic pretraining a trunk starts from (model.pretrained / detector.backbone_weights
+    # = synthetic; gmbench/pretrain/). Filled with its defaults where used, None elsewhere.
+    pretrain: Optional[SyntheticPretrainConfig] = None
 
 
 def _validate_block(cls, block: Any, prefix: str):
@@ -117,12 +121,19 @@ def validate(raw: Dict[str, Any]) -> RunConfig:
     except ValidationError as e:
         raise ConfigError(_explain(e, RunConfig, "")) from None
     cfg.data, cfg.model = blocks["data"], blocks["model"]
+    if cfg.detector is not None and cfg.detector.seed == "run":  # one detector per run seed
+        cfg.detector = cfg.detector.model_copy(update={"seed": cfg.seed})
     if cfg.detector is not None:
         from .instances import source
         try:
             source.check(cfg)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    from . import pretrain
+    try:
+        cfg.pretrain = pretrain.check(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return cfg
 
 
@@ -140,6 +151,8 @@ def to_dict(cfg: RunConfig) -> Dict[str, Any]:
     out = cfg.model_dump(mode="json")
     out["data"] = cfg.data.model_dump(mode="json")
     out["model"] = cfg.model.model_dump(mode="json")
+    if out.get("pretrain") is None:  # configs without it keep the run ids they had before it
+        out.pop("pretrain", None)
     return out
 
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Literal, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import config as C
+from . import pretrain
 from .instances import source as instances
 from .tables.figures import FigureSpec
 from .utils import signals
@@ -171,10 +172,11 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
                             seen.add(p)
                             missing += not Path(p).exists()
                             lines.append(f"      {'ok' if Path(p).exists() else 'MISSING':7s} {p}")
-        step = instances.detector_step(r.cfg, Path(d.root) if d.root else None)
-        if step and step not in seen:
-            seen.add(step)
-            lines.append("      " + step)
+        for step in (pretraining_step(r.cfg),
+                     instances.detector_step(r.cfg, Path(d.root) if d.root else None)):
+            if step and step not in seen:
+                seen.add(step)
+                lines.append("      " + step)
         for what, p in _side_files(r.cfg, Path(d.root) if d.root else None):
             if p not in seen:
                 seen.add(p)
@@ -184,6 +186,17 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
         lines.append(f"{missing} file(s) missing. Check a dataset with `python -m gmbench data check "
                      f"NAME --root ROOT`; make instance caches with `python -m gmbench extract`.")
     return "\n".join(lines)
+
+
+def pretraining_step(cfg: C.RunConfig) -> Optional[str]:
+    """One dry-run line for a run's synthetic pretraining (None without one)."""
+    p = cfg.pretrain
+    if p is None:
+        return None
+    path = pretrain.weights_path(p)
+    state = "cached" if path.with_suffix(".json").is_file() else "trained on first use"
+    return (f"pretraining step: ResNet-{p.depth} on {p.n_images} synthetic images (world seed "
+            f"{p.data_seed}, {p.epochs} epochs), {state}: {path}")
 
 
 def _side_files(cfg: C.RunConfig, root: Optional[Path]) -> List[tuple]:
@@ -200,11 +213,12 @@ def _side_files(cfg: C.RunConfig, root: Optional[Path]) -> List[tuple]:
 
 def trunk_weights_file(m) -> Optional[Path]:
     """The file a method's trunk starts from: a path in ``model.pretrained``, or torchvision's
-    ImageNet file in the hub cache for ``imagenet``; None for random init and for GM-MLIC
+    ImageNet file in the hub cache for ``imagenet``; None for random init, for the synthetic
+    pretraining (the runner makes it: ``pretraining step`` in the dry run) and for GM-MLIC
     outside e2e mode (it has no trunk of its own there)."""
     from .models.instance_settings import instance_settings
     pre, inst = getattr(m, "pretrained", "none"), instance_settings(m)
-    if pre == "none" or (inst is not None and inst.features != "e2e"):
+    if pre in ("none", pretrain.SYNTHETIC) or (inst is not None and inst.features != "e2e"):
         return None
     if pre != "imagenet":
         return Path(pre).expanduser()
@@ -297,7 +311,9 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
             f"train.global_batch_size={cfg.train.global_batch_size} but train.batch_size="
             f"{cfg.train.batch_size} × {dist.world_size()} processes = "
             f"{cfg.train.batch_size * dist.world_size()}; fix one of them")
-    model = METHODS.get(cfg.model.name).fn(cfg.model, info)
+    if cfg.pretrain is not None:  # the trunks' synthetic pretraining: trained once, then cached
+        pretrain.prepare(cfg.pretrain, log)
+    model = METHODS.get(cfg.model.name).fn(pretrain.resolve_model(cfg), info)
     instances.prepare(cfg, root, log)  # a row's detector: trained + extracted once, then cached
     tr, te = build_datasets(cfg, model, train, test, root)
     suite_dir = out_dir / suite.name
@@ -340,7 +356,7 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         "global_batch_size": cfg.train.batch_size * dist.world_size(),
         "environment": environment(device), "config": resolved, "config_hash": config_hash(resolved),
         "table": suite.table.model_dump(), "row_order": [r.label for r in suite.rows],
-        "protocol": instances.describe(cfg, model),
+        "protocol": _protocol(cfg, model),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if dist.is_main():
@@ -354,6 +370,14 @@ def execute(run: PlannedRun, suite: SuiteSpec, out_dir: Path, data: _DataCache,
         finish(ckpt_dir, cfg.train.keep_final_weights, log=log)
     dist.barrier()
     return record
+
+
+def _protocol(cfg: C.RunConfig, model) -> dict:
+    """The record's ``protocol`` block: what the run saw (gmbench.instances.source.describe),
+    plus ``pretraining`` where a trunk started from the synthetic pretraining."""
+    out = instances.describe(cfg, model)
+    pre = pretrain.describe(cfg)
+    return {**out, "pretraining": pre} if pre is not None else out
 
 
 def run_suite(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path, formats=("csv", "md"),

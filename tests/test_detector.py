@@ -15,8 +15,9 @@ except ImportError:  # run from the repo root
     from tests.fixtures_official import write_nuswide
 
 DATA = ["-o", "n_train=16", "-o", "n_test=8", "-o", "num_classes=3", "-o", "resolution=64"]
-# The synthetic preset, shrunk: 12 images, batch 4, 3 epochs = 9 steps.
-FAST = ["--set", "epochs=3", "--set", "batch_size=4", "--set", "max_train_images=12",
+# The synthetic preset, shrunk: 12 images, batch 4, 3 epochs = 9 steps, random-init trunk (the
+# preset's synthetic pretraining is tested in tests/test_pretrain.py).
+FAST = ["--set", "backbone_weights=none", "--set", "epochs=3", "--set", "batch_size=4", "--set", "max_train_images=12",
         "--set", "warmup_iters=2", "--set", "lr=0.01", "--set", "lr_steps=[]"]
 
 

@@ -7,7 +7,7 @@ trains it once per (data config, detector config) and extracts both splits with 
 """
 from __future__ import annotations
 
-from typing import List, Literal, Optional
+from typing import List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -22,7 +22,7 @@ class DetectorTrainConfig(BaseModel):
 
     # -- architecture (stored in the weights file; `gmbench extract` rebuilds it) --
     arch: Literal["resnet18_fpn", "resnet34_fpn", "resnet50_fpn", "resnet101_fpn"] = "resnet50_fpn"
-    backbone_weights: str = "imagenet"   # imagenet | none | FILE (a torchvision ResNet state dict)
+    backbone_weights: str = "imagenet"   # imagenet | none | synthetic (gmbench/pretrain) | FILE (a ResNet state dict)
     trainable_layers: int = 3            # ResNet stages trained (5 = all; forced to 5 from scratch)
     min_size: int = 800                  # GeneralizedRCNNTransform resize (shorter side) ...
     max_size: int = 1333                 # ... longer side cap
@@ -41,7 +41,9 @@ class DetectorTrainConfig(BaseModel):
     box_batch_size_per_image: int = 512
     hflip: bool = True                   # random horizontal flip of training images
     max_train_images: Optional[int] = None   # the first N training images only (tests, budgets)
-    seed: int = 0
+    # "run": the seed of the run that trains it (a suite row's seed), so that a row's spread
+    # over seeds includes the detector's training; an integer: one detector for every seed
+    seed: Union[int, Literal["run"]] = 0
     num_threads: Optional[int] = None
     num_workers: int = 0
     ckpt_every_steps: int = 0            # 0 = end of each epoch only

@@ -106,6 +106,10 @@ def build_trainable(cfg: DetectorTrainConfig, num_classes: int):
                               backbone_weights=weights if cfg.backbone_weights == "imagenet" else None,
                               rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
                               box_batch_size_per_image=cfg.box_batch_size_per_image)
+    if cfg.backbone_weights == "synthetic":
+        raise ValueError("detector.backbone_weights=synthetic names the synthetic pretraining, "
+                         "which a suite's runner prepares (gmbench.pretrain); here pass its file "
+                         "(gmbench.pretrain.weights_path) instead")
     if cfg.backbone_weights not in ("imagenet", "none"):
         from ..models.backbone import load_state_dict_file
         state = {k: v for k, v in load_state_dict_file(cfg.backbone_weights).items()
@@ -146,6 +150,9 @@ def train_detector(cfg: DetectorTrainConfig, train: LabelSet, test: Optional[Lab
                    progress: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train (or resume, or find finished) a detector in ``out``; returns its record."""
     out = Path(out)
+    if cfg.seed == "run":
+        raise ValueError("detector.seed=run takes the seed of the suite run that trains the "
+                         "detector; outside a suite set an integer (detector.seed=0)")
     ident = {"detector": cfg.model_dump(mode="json"), "dataset": dataset, "split": train_split,
              "data": data_config}
     h = config_digest(ident)

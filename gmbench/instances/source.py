@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ..data.base import data_cache_dir
 from ..models.instance_settings import InstanceSettings, instance_settings
+from .. import pretrain
 from ..utils.io import config_digest
 from . import default_cache_dir as cache_dir
 from . import provenance
@@ -32,8 +33,10 @@ _PREPARED: Dict[str, dict] = {}
 
 def detector_key(cfg) -> str:
     """Hash naming a (data config, detector config) pair: one trained detector per key."""
-    return config_digest({"detector": cfg.detector.model_dump(mode="json"),
-                          "data": cfg.data.model_dump(mode="json")})
+    key = {"detector": cfg.detector.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")}
+    if pretrain.detector_uses(cfg):  # its trunk's starting weights are part of what it is
+        key["pretrain"] = pretrain.digest(cfg.pretrain)
+    return config_digest(key)
 
 
 def check(cfg) -> None:
@@ -74,8 +77,11 @@ def detector_step(cfg, root: Optional[Path]) -> Optional[str]:
     where = base / "detectors" / key if base is not None else f"DATA_CACHE/detectors/{key}"
     then = ("the online detector loads its weights" if inst.features == "online"
             else f"then extracts top-{inst.top_m} instances of {d.train_split} and {d.test_split}")
+    backbone = dcfg.backbone_weights
+    if pretrain.detector_uses(cfg):
+        backbone = f"synthetic pretraining {pretrain.digest(cfg.pretrain)}"
     return (f"detector step: train {dcfg.arch} Faster R-CNN ({dcfg.epochs} epochs, "
-            f"backbone {dcfg.backbone_weights}, {dcfg.min_size}/{dcfg.max_size} px) on the boxes of "
+            f"backbone {backbone}, {dcfg.min_size}/{dcfg.max_size} px) on the boxes of "
             f"{d.name}/{d.train_split} only, in {where}; {then}")
 
 
@@ -92,8 +98,18 @@ def cache_paths(cfg, root: Optional[Path]) -> List[Tuple[str, Path]]:
         if given:
             out.append((split, Path(given).expanduser()))
         elif base is not None:
-            out.append((split, cache_dir(base, split, inst.source, inst.top_m)))
+            out.append((split, row_cache_dir(cfg, base, split)))
     return out
+
+
+def row_cache_dir(cfg, base: Path, split: str) -> Path:
+    """A split's instance cache: the default folder (``gmbench extract``'s), except for a row
+    that trains its own detector, whose instances live under that detector's folder, so that
+    rows (or seeds: ``detector.seed: run``) with different detectors never share a cache."""
+    inst = instance_settings(cfg.model)
+    if getattr(cfg, "detector", None) is not None:
+        return base / "detectors" / detector_key(cfg) / "instances" / f"{split}-detector-m{inst.top_m}"
+    return cache_dir(base, split, inst.source, inst.top_m)
 
 
 def detector_weights_file(inst: Optional[InstanceSettings]) -> Optional[Path]:
@@ -156,7 +172,9 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
     from .extract import DetectorConfig, DetectorSource
     from .pipeline import make_plan, run_extraction
     t0 = time.perf_counter()
-    dcfg, d, inst = cfg.detector, cfg.data, instance_settings(cfg.model)
+    if pretrain.detector_uses(cfg):  # its trunk starts from the synthetic pretraining
+        pretrain.prepare(cfg.pretrain, log)
+    dcfg, d, inst = pretrain.resolve_detector(cfg), cfg.data, instance_settings(cfg.model)
     top_m = inst.top_m
     spec = get_spec(d.name)
     train = spec.read_labels(root, d.train_split, d)
@@ -178,7 +196,7 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
         # online mode reads no cache: the online detector loads the weights file itself
         splits = () if inst.features == "online" else ((d.train_split, train), (d.test_split, test))
         for split, labels in splits:
-            out = cache_dir(base, split, "detector", top_m)
+            out = row_cache_dir(cfg, base, split)
             plan = make_plan(source, labels, d.name, split, top_m, 512, dcfg.extract_batch_size)
             old = out / "plan.json"
             stale = old.is_file() and json.loads(old.read_text()).get("identity") != plan["identity"]

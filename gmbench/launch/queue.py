@@ -33,9 +33,14 @@ def _data_key(cfg) -> str:
 
 def stages_of(run, data) -> List[Tuple[str, Callable[[Callable], object]]]:
     """(claim key, fn(log)) of the work a run shares with other rows: its data (generation,
-    side information) and, for a row with a ``detector:`` block, detector + instances."""
+    side information), the synthetic pretraining its trunks start from (``pretrain:``) and, for a
+    row with a ``detector:`` block, detector + instances."""
     cfg = run.cfg
     out = [(_data_key(cfg), lambda log: data.get(cfg))]
+    if getattr(cfg, "pretrain", None) is not None:
+        from .. import pretrain
+        out.append(("stage-pretrain-" + pretrain.digest(cfg.pretrain),
+                    lambda log: pretrain.prepare(cfg.pretrain, log)))
     if getattr(cfg, "detector", None) is not None:
         from ..instances import source as instances
         out.append(("stage-detector-" + instances.detector_key(cfg),

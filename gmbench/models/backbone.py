@@ -4,7 +4,9 @@
   * ``"imagenet"`` – torchvision's weight enum (``ResNet101_Weights.IMAGENET1K_V1`` …),
     from the torch hub cache or a download, never unpickled (``gmbench.models.weights``);
   * a path to a local ``.pth`` state dict (loaded with ``weights_only=True``);
-  * ``"none"`` – random init (the only choice on a machine with no internet).
+  * ``"none"`` – random init (the only choice on a machine with no internet);
+  * ``"synthetic"`` – the synthetic pretraining (``gmbench.pretrain``), resolved to its file
+    by the runner before the model is built.
 
 ``model.backbone: timm/<name>`` replaces the ResNet by any timm model (``build_backbone``):
 random init or a local weights file, the feature map exposed as [B, D, h, w].
@@ -55,6 +57,11 @@ def build_resnet(depth: int = 101, pretrained: str = "none") -> Tuple[nn.Module,
     elif pretrained == "imagenet":
         net.load_state_dict(hub_state_dict(getattr(torchvision.models, _ENUMS[depth]).IMAGENET1K_V1))
         source = f"torchvision:{_ENUMS[depth]}.IMAGENET1K_V1"
+    elif pretrained == "synthetic":
+        raise ValueError("model.pretrained=synthetic names the synthetic pretraining, which the "
+                         "runner prepares and passes as a file (gmbench.pretrain.resolve_model); "
+                         "building this model directly, pass that file (gmbench.pretrain."
+                         "weights_path) as pretrained")
     else:
         state = load_state_dict_file(pretrained)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}

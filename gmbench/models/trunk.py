@@ -38,7 +38,7 @@ class TrunkConfig(BaseModel):
 
     depth: Depth = 101
     backbone: BackboneName = None  # timm/<name> replaces the ResNet of `depth`
-    pretrained: str = "none"       # "imagenet", "none" or a path to a weights file
+    pretrained: str = "none"       # "imagenet", "none", "synthetic" (gmbench/pretrain) or a file
 
 
 class FreezableTrunkConfig(TrunkConfig):

@@ -121,6 +121,14 @@ def _protocol(recs: List[dict]) -> dict:
             on = ", ".join(det.get("trained_on") or [])
             out["overlap"].append(f"{desc} (trained on {on})" if on else desc)
     out["overlap"] = list(dict.fromkeys(out["overlap"]))
+    # the synthetic pretraining the trunks started from, and whether each seed trained its own
+    # detector (detector.seed: run) or one detector served every seed (outside the spread)
+    pre = {((r.get("protocol") or {}).get("pretraining") or {}).get("digest") for r in recs}
+    out["pretraining"] = sorted(d for d in pre if d)
+    seeds = [((r.get("config") or {}).get("detector") or {}).get("seed") for r in recs]
+    seeds = [x for x in seeds if x is not None]
+    if seeds:
+        out["detector_seeds"] = len(set(seeds))
     return out
 
 

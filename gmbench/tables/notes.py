@@ -91,6 +91,20 @@ def notes(t: Table) -> List[str]:
         if r["protocol"]["overlap"]:
             out.append(f"{r['row']}: the detector {_and(r['protocol']['overlap'])} was trained "
                        f"on data that overlaps the test split.")
+    pre = sorted({d for r in t.rows for d in r["protocol"].get("pretraining", [])})
+    if pre:
+        used = [r["row"] for r in t.rows if r["protocol"].get("pretraining")]
+        who = "every row" if len(used) == len(t.rows) else _and(used)
+        out.append(f"Trunks of {who} start from the synthetic pretraining {_and(pre)} "
+                   f"(a ResNet trained on other generated images, the stand-in for ImageNet; "
+                   f"record protocol.pretraining), detectors' trunks included.")
+    for r in t.rows:
+        n = r["protocol"].get("detector_seeds")
+        if n is not None and len(r["seeds"]) > 1:
+            out.append(f"{r['row']}: " + ("each seed trains its own detector, so the spread "
+                                           "includes detector training." if n > 1 else
+                                           "one detector serves every seed; the spread leaves "
+                                           "its training out."))
     for r in t.rows:
         if r["skipped"]:
             parts = [_runs(v, s) for s, v in r["skipped"].items()]
