@@ -11,6 +11,15 @@ from typing import List, Sequence
 FORMAT = "gmbench-instances/1"
 ARRAYS = ("feat", "boxes_px", "boxes", "labels", "scores", "offsets", "sizes")
 _PER_INSTANCE = ("feat", "boxes_px", "boxes", "labels", "scores")
+# Arrays a shard may hold besides ARRAYS: "geometry" float32 [n, 6] (a views cache: each
+# entry's map from the original image to its augmented view, gmbench/data/geometry.py).
+OPTIONAL = ("geometry",)
+
+
+def arrays_of(record: dict) -> tuple:
+    """The array names of a shard, from its commit record or manifest entry (``files``)."""
+    files = record.get("files") or {}
+    return ARRAYS + tuple(a for a in OPTIONAL if a in files)
 
 
 def ids_digest(image_ids: Sequence[str]) -> str:
