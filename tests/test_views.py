@@ -168,3 +168,23 @@ def test_a_runner_row_with_features_views_extracts_trains_and_records_the_protoc
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g.numpy(), w)
         assert not torch.equal(got[0], got[1])  # two epochs, two different views
+
+
+def test_dry_run_costs_the_views_extraction_once_per_cache():
+    from types import SimpleNamespace
+
+    from gmbench import config as Cfg
+    from gmbench.launch.cost import describe_cost, run_cost
+    cfg = Cfg.validate(Cfg.compose("gm_mlic", "coco2014", {},
+                                   {"model": {"features": "views", "views": 4}, "train": {"epochs": 2}}))
+    c = run_cost(cfg)
+    # the head as cache mode each epoch; K × 82,081 train + 40,137 test detector passes once
+    assert c["detector"] == 0 and c["extraction"] == 4 * 82081 + 40137
+    assert c["gpu_h"] == pytest.approx((2 * 82081 / 353 + 2 * 40137 / 341) / 3600)
+    assert c["extraction_h"] == pytest.approx((4 * 82081 + 40137) / 100 / 3600)
+    runs = [SimpleNamespace(cfg=cfg, run_id=str(s), seed=s, row=SimpleNamespace(label="GM-MLIC"))
+            for s in range(3)]
+    text = describe_cost(runs)
+    assert text.count("(once, counted here)") == 1 and text.count("(shared, counted above)") == 2
+    total = 3 * c["gpu_h"] + c["extraction_h"]
+    assert f"{4 * 82081 + 40137:,} detector passes; ≈ {total:.1f} GPU-hours" in text

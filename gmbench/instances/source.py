@@ -119,7 +119,7 @@ def files(cfg, root: Optional[Path]) -> List[Tuple[str, Path]]:
     out = [(f"instance cache, split {split}", p / "manifest.json") for split, p in cache_paths(cfg, root)]
     weights = detector_weights_file(instance_settings(cfg.model))
     if weights is not None:
-        out.append(("online detector weights", weights))
+        out.append((f"{instance_settings(cfg.model).features} detector weights", weights))
     return out
 
 
