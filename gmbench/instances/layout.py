@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import List, Sequence
 
+from ..utils.io import config_digest
+
 FORMAT = "gmbench-instances/1"
 ARRAYS = ("feat", "boxes_px", "boxes", "labels", "scores", "offsets", "sizes")
 _PER_INSTANCE = ("feat", "boxes_px", "boxes", "labels", "scores")
@@ -43,3 +45,10 @@ def shard_name(s: int) -> str:
 
 def array_path(shard_dir: Path, s: int, name: str) -> Path:
     return shard_dir / f"{shard_name(s)}.{name}.npy"
+
+
+def detector_key(cfg) -> str:
+    """Hash naming a (data config, detector config) pair: one trained detector per key, in
+    DATA_CACHE/detectors/KEY (the runner's; ``source.py`` and ``views.py`` name it)."""
+    return config_digest({"detector": cfg.detector.model_dump(mode="json"),
+                          "data": cfg.data.model_dump(mode="json")})

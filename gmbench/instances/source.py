@@ -25,15 +25,10 @@ from ..models.instance_settings import InstanceSettings, instance_settings
 from ..utils.io import config_digest
 from . import default_cache_dir as cache_dir
 from . import provenance
+from .layout import detector_key  # noqa: F401  (part of this module's interface)
 
 # prepare()'s results in this process: detector key → {"weights", "sha256", ...}.
 _PREPARED: Dict[str, dict] = {}
-
-
-def detector_key(cfg) -> str:
-    """Hash naming a (data config, detector config) pair: one trained detector per key."""
-    return config_digest({"detector": cfg.detector.model_dump(mode="json"),
-                          "data": cfg.data.model_dump(mode="json")})
 
 
 def check(cfg) -> None:

@@ -90,7 +90,7 @@ def trained_weights(cfg, root) -> Optional[Path]:
     """Where the runner writes the row's trained detector (None without a ``detector`` block)."""
     if getattr(cfg, "detector", None) is None:
         return None
-    from .source import detector_key
+    from .layout import detector_key
     return data_cache_dir(cfg.data, root) / "detectors" / detector_key(cfg) / "detector.pth"
 
 
