@@ -172,8 +172,11 @@ def describe_plan(suite: SuiteSpec, runs: List[PlannedRun], out_dir: Path) -> st
                             seen.add(p)
                             missing += not Path(p).exists()
                             lines.append(f"      {'ok' if Path(p).exists() else 'MISSING':7s} {p}")
+        from .launch.cost import split_size
         for step in (pretraining_step(r.cfg),
-                     instances.detector_step(r.cfg, Path(d.root) if d.root else None)):
+                     instances.detector_step(r.cfg, Path(d.root) if d.root else None),
+                     instances.views_step(r.cfg, Path(d.root) if d.root else None,
+                                          split_size(d, d.train_split), split_size(d, d.test_split))):
             if step and step not in seen:
                 seen.add(step)
                 lines.append("      " + step)

@@ -59,7 +59,7 @@ def test_modern_suite_blocks(name):
         cfg = C.to_dict(r.cfg)
         assert cfg["data"]["image_size"] == 448, r.row.label
         if r.row.method == "gm_mlic":
-            assert cfg["model"]["features"] == "online" and cfg["model"]["detector_weights"] == "coco"
+            assert cfg["model"]["features"] == "views" and cfg["model"]["detector_weights"] == "coco"
         else:
             assert cfg["model"]["depth"] == 101 and cfg["model"]["backbone"] is None, r.row.label
             assert cfg["model"]["pretrained"] == "imagenet", r.row.label

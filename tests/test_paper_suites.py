@@ -54,7 +54,8 @@ def test_paper_rows_carry_the_papers_settings(name):
             for key, want in SECTION_4_2.items():
                 assert _get(cfg, key) == want, (r.row.label, key)
             m, beta = PAPER_M_BETA[r.row.dataset]
-            assert cfg["model"]["beta"] == beta and cfg["model"]["features"] == "online"
+            assert cfg["model"]["beta"] == beta and cfg["model"]["features"] == "views"
+            assert cfg["model"]["views"] == 8   # docs/performance.md, "Views against online"
             assert cfg["model"]["detector_weights"] == "coco"   # §4.2's COCO Faster R-CNN
             if name != "fig4_instances":
                 assert cfg["model"]["top_m"] == m, r.row.label
@@ -100,16 +101,16 @@ def test_dry_run_lists_the_files_without_data(name, tmp_path, monkeypatch, capsy
     paths = {
         "voc_table1": ["data/voc2007/VOCdevkit/VOC2007/ImageSets/Main/trainval.txt",
                        "data/voc2007/VOCdevkit/VOC2007/ImageSets/Main/tvmonitor_test.txt",
-                       "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (online detector weights)"],
+                       "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (views detector weights)"],
         "coco_table2": ["data/coco2014/annotations/instances_val2014.json",
-                        "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (online detector weights)"],
+                        "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (views detector weights)"],
         "nuswide_table3": ["data/nuswide/ImageList/TestImagelist.txt",
-                           "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (online detector weights)"],
+                           "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (views detector weights)"],
         "gpu_coco_synthetic": [".cache/gpu_coco_synthetic/train-boxes-m35/manifest.json"],
         "coco_modern": ["data/coco2014/annotations/instances_val2014.json",
                         "resnet101-63fe2227.pth  (backbone weights)",
                         "weights/tresnet_l.safetensors  (backbone weights)",
-                        "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (online detector weights)"],
+                        "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth  (views detector weights)"],
         "voc_modern": ["weights/tresnet_xl.safetensors  (backbone weights)"],
     }.get(name, [])
     for p in paths:

@@ -9,6 +9,9 @@ _EPILOG = """examples:
   python -m gmbench extract --dataset voc2007 --root /data/VOC --split trainval --top-m 10
   python -m gmbench extract --dataset synthetic --split train --source boxes --weights none
   torchrun --nproc_per_node=8 -m gmbench extract --dataset nuswide --root /data/nus --split train
+  python -m gmbench extract --dataset coco2014 --root data/coco2014 --split train --views 4 \
+      -o image_size=448 -o train_transform=mlgcn        # views mode: 4 augmented views per image
+  python -m gmbench extract --dataset coco2014 --root data/coco2014 --split val --views 1
 A stopped extraction resumes when the same command is run again. Run on a finished cache,
 it verifies it (--verify full: every file's sha256) and re-extracts only damaged shards.
 SIGINT/SIGTERM stop it after the current batch (exit 128 + signal); rerun to resume."""
@@ -31,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "boxes: imagenet (default) | none | FILE (a ResNet state dict)")
     p.add_argument("--out", default=None, help="cache directory (default: DATA_CACHE/instances/"
                    "SPLIT-SOURCE-mM, DATA_CACHE = data.cache_dir or ROOT/.gmbench)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per detector batch (default 4; with --views 16, as the runner)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="decoding processes (default: min(4, CPUs))")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -47,6 +51,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--all-classes", action="store_true",
                    help="torchvision's per-class detections (a proposal may appear once per "
                         "class) instead of one detection per proposal")
+    g.add_argument("--views", type=int, default=None, metavar="K",
+                   help="model.features=views: the detector on K augmented views of each image "
+                        "of the data's train split (its train_transform at image_size, drawn "
+                        "per (view seed, view, image)); other splits take --views 1, their "
+                        "un-augmented test_transform (docs/instances.md, 'Views mode')")
+    g.add_argument("--view-seed", type=int, default=0, help="--views: the seed the views are drawn with")
+    g.add_argument("--detector-input", choices=("squashed", "crop"), default="squashed",
+                   help="--views: what the detector sees, as model.detector_input")
     g = p.add_argument_group("boxes source")
     g.add_argument("--depth", type=int, default=50, help="ResNet depth of the feature trunk")
     g.add_argument("--jitter", type=float, default=0.0, help="edge jitter, fraction of box side")
@@ -163,12 +175,44 @@ def _extract(args) -> dict:
         dist.barrier()
     labels = spec.read_labels(root, args.split, cfg)
     top_m = args.top_m if args.top_m is not None else DEFAULT_TOP_M.get(args.dataset, 10)
+    if args.views is not None:
+        return _extract_views(args, cfg, root, labels, top_m, device)
     out = Path(args.out) if args.out else default_cache_dir(
         Path(cfg.cache_dir) if cfg.cache_dir else root / ".gmbench", args.split, args.source, top_m)
     source = build_source(args, labels, top_m, device)
     workers = args.num_workers if args.num_workers is not None else min(4, os.cpu_count() or 1)
     return run_extraction(labels, out, source, dataset=args.dataset, split=args.split,
-                          top_m=top_m, shard_size=args.shard_size, batch_size=args.batch_size,
+                          top_m=top_m, shard_size=args.shard_size, batch_size=args.batch_size or 4,
                           num_workers=workers, max_shards=args.max_shards,
                           overwrite=args.overwrite, verify=args.verify,
                           progress=not args.no_progress and sys.stderr.isatty())
+
+
+def _extract_views(args, cfg, root, labels, top_m: int, device) -> dict:
+    """``--views K``: the views cache the runner reads for model.features=views with the same
+    data options and detector (DATA_CACHE/instances/SPLIT-viewsK-mM-DIGEST by default)."""
+    from pathlib import Path
+
+    from gmbench.instances.online import build_online_detector
+    from gmbench.instances.views import VIEWS_BATCH, augmentation, detector_config, extract, views_dir
+    from gmbench.models.instance_settings import InstanceSettings
+    train = args.split == cfg.train_split
+    if args.source != "detector":
+        raise ValueError("--views needs --source detector (views are detections of augmented images)")
+    if args.views < 1 or (not train and args.views != 1):
+        raise ValueError(f"--views {args.views}: K >= 1 augmented views for the train split "
+                         f"{cfg.train_split!r}, exactly 1 (un-augmented) for split {args.split!r}")
+    w = args.weights or "coco"
+    trained = w not in ("coco", "none") and args.min_size is None and args.max_size is None
+    inst = InstanceSettings(features="views", source="detector", top_m=top_m, feat_dim=0,
+                            detector_weights=w, detector_seed=args.seed,
+                            detector_min_size=args.min_size or 800, detector_max_size=args.max_size or 1333,
+                            detector_input=args.detector_input, views=args.views, view_seed=args.view_seed)
+    file = w if trained else None  # a detector file at the size it was trained at, as the runner
+    det = build_online_detector(inst, file)
+    out = Path(args.out) if args.out else views_dir(
+        Path(cfg.cache_dir) if cfg.cache_dir else root / ".gmbench", args.split, train,
+        augmentation(cfg, train, inst), detector_config(inst, file), top_m)
+    return extract(labels, out, det, cfg, inst, train, device, dataset=args.dataset, split=args.split,
+                   batch_size=args.batch_size or VIEWS_BATCH, overwrite=args.overwrite,
+                   progress=not args.no_progress and sys.stderr.isatty())

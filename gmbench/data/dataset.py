@@ -106,9 +106,11 @@ class ImageDataset(torch.utils.data.Dataset):
             b = b * np.array([w / sw, h / sh, w / sw, h / sh], dtype=np.float32)
         return b
 
-    def _cached_item(self, i: int) -> dict:
-        """Item i from the instance source alone (load_image=False): no decode, no transform."""
-        inst = self.instance_source[i]
+    def _cached_item(self, i: int, epoch: Optional[int] = None) -> dict:
+        """Item i from the instance source alone (load_image=False): no decode, no transform.
+        A source with ``at(i, epoch)`` (a views cache) gives the epoch's view of image i."""
+        src = self.instance_source
+        inst = src.at(i, epoch) if epoch is not None and hasattr(src, "at") else src[i]
         return {"target": torch.from_numpy(self.targets[i]),
                 "target_raw": torch.from_numpy(self.labels.targets[i].astype(np.float32)),
                 "index": i, "boxes": torch.as_tensor(inst["boxes"], dtype=torch.float32),
@@ -118,12 +120,12 @@ class ImageDataset(torch.utils.data.Dataset):
         if isinstance(key, (tuple, list)):
             i, epoch = int(key[0]), int(key[1])
             with sample_rng(self.seed, epoch, i):
-                return self._item(i)
+                return self._item(i, epoch)
         return self._item(int(key))
 
-    def _item(self, i: int):
+    def _item(self, i: int, epoch: Optional[int] = None):
         if not self.load_image:
-            return self._cached_item(i)
+            return self._cached_item(i, epoch)
         img = self._open(i)
         if img is None:
             return None

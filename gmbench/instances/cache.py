@@ -23,6 +23,8 @@ Per shard with ``n`` images and ``k`` instances in total:
     scores    float32 [k]      confidence (descending within an image)
     offsets   int64   [n + 1]  image j's instances are rows offsets[j]:offsets[j+1]
     sizes     int32   [n, 2]   (width, height) of each image
+    geometry  float32 [n, 6]   optional (views caches, ``views.py``): the entry's map from the
+                               original image to the augmented view it was detected on
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ import numpy as np
 
 from ..errors import CacheError  # noqa: F401  (re-exported: raised here)
 from ..utils.io import atomic_numpy_save, atomic_write_json, sha256_file
-from .layout import (_PER_INSTANCE, ARRAYS, FORMAT, array_path, ids_digest,  # noqa: F401
-                     settings_digest, shard_name, shard_ranges)
+from .layout import (_PER_INSTANCE, ARRAYS, FORMAT, OPTIONAL, array_path,  # noqa: F401
+                     ids_digest, settings_digest, shard_name, shard_ranges)
 
 def pack_shard(results: List[dict], feat_dim: int) -> Dict[str, np.ndarray]:
     """Per-image results → the shard's flat arrays.
@@ -63,23 +65,27 @@ def pack_shard(results: List[dict], feat_dim: int) -> Dict[str, np.ndarray]:
     wh = np.repeat(sizes, counts, axis=0).astype(np.float32)
     scale = np.concatenate([wh, wh], axis=1) if len(wh) else np.zeros((0, 4), np.float32)
     boxes = np.clip(boxes_px / np.maximum(scale, 1.0), 0.0, 1.0) if len(wh) else scale
-    return {"feat": feat.astype(np.float16), "boxes_px": boxes_px, "boxes": boxes.astype(np.float32),
-            "labels": cat("labels", (-1,), np.int32), "scores": cat("scores", (-1,), np.float32),
-            "offsets": offsets, "sizes": sizes}
+    out = {"feat": feat.astype(np.float16), "boxes_px": boxes_px, "boxes": boxes.astype(np.float32),
+           "labels": cat("labels", (-1,), np.int32), "scores": cat("scores", (-1,), np.float32),
+           "offsets": offsets, "sizes": sizes}
+    if results and all("geometry" in r for r in results):
+        out["geometry"] = np.array([r["geometry"] for r in results], dtype=np.float32).reshape(-1, 6)
+    return out
 
 
 def write_shard(shard_dir: Path, s: int, start: int, stop: int, image_ids: Sequence[str],
                 arrays: Dict[str, np.ndarray], identity: str) -> dict:
     """Write the arrays of shard ``s`` atomically, then its commit record; returns the record."""
     files, sizes = {}, {}
-    for name in ARRAYS:
+    names = ARRAYS + tuple(a for a in OPTIONAL if a in arrays)
+    for name in names:
         path = array_path(shard_dir, s, name)
         atomic_numpy_save(path, arrays[name])
         files[name], sizes[name] = sha256_file(path), path.stat().st_size
     meta = {"shard": s, "start": start, "stop": stop, "n_images": stop - start,
             "n_instances": int(arrays["offsets"][-1]), "ids_sha256": ids_digest(image_ids),
             "identity": identity, "files": files, "bytes": sizes,
-            "sha256": hashlib.sha256("".join(files[a] for a in ARRAYS).encode()).hexdigest()}
+            "sha256": hashlib.sha256("".join(files[a] for a in names).encode()).hexdigest()}
     atomic_write_json(shard_dir / f"{shard_name(s)}.json", meta)
     return meta
 
@@ -112,7 +118,7 @@ def shard_problem(shard_dir: Path, s: int, start: int, stop: int, image_ids: Seq
 def remove_shard(shard_dir: Path, s: int) -> None:
     # Commit record first: a crash half-way leaves files that no record vouches for.
     (shard_dir / f"{shard_name(s)}.json").unlink(missing_ok=True)
-    for name in ARRAYS:
+    for name in ARRAYS + OPTIONAL:
         array_path(shard_dir, s, name).unlink(missing_ok=True)
 
 
@@ -269,6 +275,17 @@ class InstanceCache:
                 "boxes": np.array(arrs["boxes"][a:b]), "boxes_px": np.array(arrs["boxes_px"][a:b]),
                 "labels": np.asarray(arrs["labels"][a:b], dtype=np.int64),
                 "scores": np.array(arrs["scores"][a:b]), "image_size": (int(w), int(h))}
+
+    def geometry(self, i: int) -> Optional[np.ndarray]:
+        """float32 [6] (a_x, b_x, a_y, b_y, orig_w, orig_h) of entry ``i`` in a views cache:
+        view pixel x = a_x · original pixel x + b_x; None in a cache without geometry."""
+        j = int(self._shard_of[i])
+        sh = self.manifest["shards"][j]
+        if "geometry" not in (sh.get("files") or {}):
+            return None
+        if "geometry" not in self._arrays(j):
+            self._maps[j]["geometry"] = self._load(sh["shard"], "geometry", mmap=True)
+        return np.array(self._maps[j]["geometry"][int(i) - int(sh["start"])])
 
     def index_of(self, image_id: str) -> int:
         if self._index is None:

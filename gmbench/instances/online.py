@@ -47,7 +47,7 @@ class OnlineDetector:
         if view not in ("squashed", "crop"):
             raise ValueError(f"model.detector_input must be squashed or crop, got {view!r}")
         self.cfg, self.top_m, self.view = cfg, top_m, view
-        self.model, self.weights_id, _, self.meta = build_detector(cfg, top_m)
+        self.model, self.weights_id, self.class_names, self.meta = build_detector(cfg, top_m)
         self.feat_dim = int(self.model.roi_heads.box_head.fc7.out_features)
         self._lock = threading.Lock()
 
@@ -68,8 +68,10 @@ class OnlineDetector:
         return self.model
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, geometry: Optional[torch.Tensor] = None
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def detections(self, images: torch.Tensor, geometry: Optional[torch.Tensor] = None) -> List[dict]:
+        """Per image of ``images`` [B, 3, H, W]: dict(boxes float [k, 4] normalised xyxy in the
+        image, feat [k, D], labels int [k], scores [k]), k <= top_m, descending score. The one
+        detector path of online mode and of the views cache (``views.py``)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"online detector expects images [B, 3, H, W], got {tuple(images.shape)}")
         if self.view == "crop" and (geometry is None or geometry.shape != (images.shape[0], 6)):
@@ -89,19 +91,24 @@ class OnlineDetector:
                      for v, hw in zip(views, view_size(geometry, H, W, t.min_size[-1], t.max_size))]
         # Autocast (if on) covers the detector; its features are upcast below.
         batch, _ = model.transform(views)
-        dets = detect_with_features(model, batch, self.cfg.unique_proposals)
+        out = []
+        for d in detect_with_features(model, batch, self.cfg.unique_proposals):
+            rh, rw = d["resized"]  # normalised by the frame the detector saw: same in H × W
+            out.append({"boxes": (d["boxes"].float() / raw.new_tensor([rw, rh, rw, rh])).clamp_(0.0, 1.0),
+                        "feat": d["feat"].float(), "labels": d["labels"], "scores": d["scores"].float()})
+        return out
+
+    def __call__(self, images: torch.Tensor, geometry: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dets = self.detections(images, geometry)
         B = len(dets)
         M = max(1, max(len(d["boxes"]) for d in dets))
-        boxes = raw.new_zeros(B, M, 4)
-        feats = raw.new_zeros(B, M, self.feat_dim)
-        mask = torch.zeros(B, M, dtype=torch.bool, device=raw.device)
+        boxes = images.new_zeros(B, M, 4, dtype=torch.float32)
+        feats = images.new_zeros(B, M, self.feat_dim, dtype=torch.float32)
+        mask = torch.zeros(B, M, dtype=torch.bool, device=images.device)
         for b, d in enumerate(dets):
             k = len(d["boxes"])
-            if k:  # normalised by the frame the detector saw: same numbers in the H × W image
-                rh, rw = d["resized"]
-                boxes[b, :k] = (d["boxes"].float() / raw.new_tensor([rw, rh, rw, rh])).clamp_(0.0, 1.0)
-                feats[b, :k] = d["feat"].float()
-                mask[b, :k] = True
+            boxes[b, :k], feats[b, :k], mask[b, :k] = d["boxes"], d["feat"], True
         return boxes, mask, feats
 
 

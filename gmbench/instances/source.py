@@ -26,17 +26,10 @@ from .. import pretrain
 from ..utils.io import config_digest
 from . import default_cache_dir as cache_dir
 from . import provenance
+from .layout import detector_key  # noqa: F401  (part of this module's interface)
 
 # prepare()'s results in this process: detector key → {"weights", "sha256", ...}.
 _PREPARED: Dict[str, dict] = {}
-
-
-def detector_key(cfg) -> str:
-    """Hash naming a (data config, detector config) pair: one trained detector per key."""
-    key = {"detector": cfg.detector.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")}
-    if pretrain.detector_uses(cfg):  # its trunk's starting weights are part of what it is
-        key["pretrain"] = pretrain.digest(cfg.pretrain)
-    return config_digest(key)
 
 
 def check(cfg) -> None:
@@ -50,9 +43,9 @@ def check(cfg) -> None:
     if inst is None or not inst.reads_detector:
         raise ValueError(
             f"config key 'detector' is set, but method {m.name!r} does not read detector instances "
-            f"(it needs model.features=online, or model.features=cache with "
+            f"(it needs model.features=online or views, or model.features=cache with "
             f"model.instance_source=detector); remove the detector block from this row")
-    if inst.features == "online" and inst.detector_weights != "coco":  # coco: the default
+    if inst.runs_detector and inst.detector_weights != "coco":  # coco: the default
         raise ValueError(
             f"config key 'detector' is set together with model.detector_weights="
             f"{inst.detector_weights!r}; the online detector loads the weights the runner trains "
@@ -75,8 +68,9 @@ def detector_step(cfg, root: Optional[Path]) -> Optional[str]:
     d, inst, key = cfg.data, instance_settings(cfg.model), detector_key(cfg)
     base = data_cache_dir(d, root)
     where = base / "detectors" / key if base is not None else f"DATA_CACHE/detectors/{key}"
-    then = ("the online detector loads its weights" if inst.features == "online"
-            else f"then extracts top-{inst.top_m} instances of {d.train_split} and {d.test_split}")
+    then = {"online": "the online detector loads its weights",
+            "views": "the views step below extracts with it"}.get(
+        inst.features, f"then extracts top-{inst.top_m} instances of {d.train_split} and {d.test_split}")
     backbone = dcfg.backbone_weights
     if pretrain.detector_uses(cfg):
         backbone = f"synthetic pretraining {pretrain.digest(cfg.pretrain)}"
@@ -115,7 +109,7 @@ def row_cache_dir(cfg, base: Path, split: str) -> Path:
 def detector_weights_file(inst: Optional[InstanceSettings]) -> Optional[Path]:
     """The weights file online mode reads: a path, or torchvision's COCO file in the hub
     cache for ``coco``; None for other modes and ``none`` (random init)."""
-    if inst is None or inst.features != "online" or inst.detector_weights == "none":
+    if inst is None or not inst.runs_detector or inst.detector_weights == "none":
         return None
     if inst.detector_weights == "coco":
         from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
@@ -134,19 +128,28 @@ def files(cfg, root: Optional[Path]) -> List[Tuple[str, Path]]:
     out = [(f"instance cache, split {split}", p / "manifest.json") for split, p in cache_paths(cfg, root)]
     weights = detector_weights_file(instance_settings(cfg.model))
     if weights is not None:
-        out.append(("online detector weights", weights))
+        out.append((f"{instance_settings(cfg.model).features} detector weights", weights))
     return out
 
 
 def prepare(cfg, root, log: Callable[[str], None] = print) -> dict:
-    """Train the row's detector and extract both splits' instances with it (a no-op without
-    a ``detector`` block). Rank 0 works; other ranks wait, then read its record.
+    """Train the row's detector and extract both splits' instances with it, and in views mode
+    extract both splits' views (a no-op for other rows). Rank 0 works; other ranks wait, then
+    read its record.
 
-    Returns {"weights", "sha256", "record", "caches", "box_AP50", "seconds"} ({} without a
-    block). Reruns find the weights and caches on disk and skip both steps.
+    Returns {"weights", "sha256", "record", "caches", "box_AP50", "seconds"} for a
+    ``detector`` block (+ "views": the views caches), {"views": ...} for a views row without
+    one, else {}. Reruns find the weights and caches on disk and skip the work.
     """
-    if getattr(cfg, "detector", None) is None:
-        return {}
+    info = _prepare_detector(cfg, root, log) if getattr(cfg, "detector", None) is not None else {}
+    inst = instance_settings(cfg.model)
+    if inst is None or inst.features != "views":
+        return info
+    from .views import prepare_views
+    return dict(info, views=prepare_views(cfg, root, info.get("weights"), log))
+
+
+def _prepare_detector(cfg, root, log) -> dict:
     key = detector_key(cfg)
     if key in _PREPARED:
         return _PREPARED[key]
@@ -193,8 +196,9 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
         source = DetectorSource(DetectorConfig(weights=str(weights), score_thresh=dcfg.score_thresh),
                                 top_m, torch.device("cpu"))
         caches = []
-        # online mode reads no cache: the online detector loads the weights file itself
-        splits = () if inst.features == "online" else ((d.train_split, train), (d.test_split, test))
+        # online mode reads no cache (the online detector loads the weights file itself); views
+        # mode extracts its own caches (views.prepare_views)
+        splits = () if inst.runs_detector else ((d.train_split, train), (d.test_split, test))
         for split, labels in splits:
             out = row_cache_dir(cfg, base, split)
             plan = make_plan(source, labels, d.name, split, top_m, 512, dcfg.extract_batch_size)
@@ -215,7 +219,7 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
             "caches": caches, "box_AP50": ap, "seconds": round(time.perf_counter() - t0, 2)}
     log(f"   detector ready in {info['seconds']:.0f}s (box AP@0.5 on {d.test_split}: "
         f"{'n/a' if ap is None else f'{100 * ap:.1f}'}); "
-        + (f"instances in {', '.join(caches)}" if caches else "the online detector loads it"))
+        + (f"instances in {', '.join(caches)}" if caches else f"the {inst.features} detector loads it"))
     return info
 
 
@@ -250,6 +254,12 @@ def open_sources(model, cfg, root: Path):
         return None, None
     if not getattr(model, "needs_instance_features", False):
         return None, None
+    if inst.features == "views":
+        from .views import open_views
+        caches = open_views(cfg, root)
+        if hasattr(model, "record"):
+            model.record["instance_caches"] = [str(c.root) for c in caches]
+        return caches
     from .cache import open_cache
     caches = []
     for split, path in cache_paths(cfg, root):
@@ -277,6 +287,9 @@ def describe(cfg, model=None) -> Dict[str, object]:
         if getattr(cfg, "detector", None) is not None:  # cache or online: the row's own detector
             key = detector_key(cfg)
             det = provenance.trained_detector(cfg, key, _PREPARED.get(key, {}))
+        elif inst.features == "views":
+            det = provenance.public_detector(cfg, provenance.manifest_settings(
+                [p for _, p, _ in _views_paths(cfg)][1:]) or provenance.online_weights(inst, None))
         elif inst.features == "online":
             det = provenance.public_detector(cfg, provenance.online_weights(inst, model))
         else:
@@ -287,8 +300,11 @@ def describe(cfg, model=None) -> Dict[str, object]:
             sup = f"box annotations of {', '.join(det['trained_on'])} (detector training)"
         # instances are detections, not annotations; a detector trained on test images is
         # flagged by detector.overlaps_test (a separate table note)
-        return {"test_annotations_used": False,
-                "instance_source": "detector", "detector": det, "extra_supervision": sup}
+        out = {"test_annotations_used": False,
+               "instance_source": "detector", "detector": det, "extra_supervision": sup}
+        if inst.features == "views":  # K cached augmented views per training image
+            out.update(features="views", views=inst.views, view_seed=inst.view_seed)
+        return out
     if (inst is not None and inst.reads_annotation_boxes) or getattr(model, "needs_boxes", False):
         return {"test_annotations_used": True, "instance_source": "annotation_boxes", "detector": None,
                 "extra_supervision": f"box annotations of {d.name}/{d.train_split} (as instances)"}
@@ -308,3 +324,25 @@ def _test_cache_candidates(cfg, model, inst: InstanceSettings) -> List[Path]:
     if base is not None:
         paths.append(cache_dir(base, cfg.data.test_split, "detector", inst.top_m))
     return paths
+
+
+def _views_paths(cfg):
+    from .views import cache_paths as views_cache_paths
+    return views_cache_paths(cfg, cfg.data.root)
+
+
+def views_key(cfg) -> Optional[str]:
+    """Claim key of a views row's extraction stage (None for other rows): the hash of the
+    settings that name its caches (data, instance settings, detector block)."""
+    inst = instance_settings(cfg.model)
+    if inst is None or inst.features != "views":
+        return None
+    det = getattr(cfg, "detector", None)
+    return config_digest({"data": cfg.data.model_dump(mode="json"), "instances": inst.__dict__,
+                          "detector": None if det is None else det.model_dump(mode="json")})
+
+
+def views_step(cfg, root, n_train=None, n_test=None) -> Optional[str]:
+    """The dry run's line for a views row's extraction step (None for other rows)."""
+    from .views import step
+    return step(cfg, root, n_train, n_test)

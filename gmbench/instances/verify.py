@@ -53,7 +53,7 @@ def expected_layout(shard: dict, feat_dim: int) -> Dict[str, tuple]:
     return {"feat": (np.float16, (k, feat_dim)), "boxes_px": (np.float32, (k, 4)),
             "boxes": (np.float32, (k, 4)), "labels": (np.int32, (k,)),
             "scores": (np.float32, (k,)), "offsets": (np.int64, (n + 1,)),
-            "sizes": (np.int32, (n, 2))}
+            "sizes": (np.int32, (n, 2)), "geometry": (np.float32, (n, 6))}
 
 
 def _header(path: Path):
@@ -79,7 +79,7 @@ def shard_file_problems(shard_dir: Path, s: int, record: dict, level: str,
     """
     out = []
     sums, sizes = record.get("files") or {}, record.get("bytes") or {}
-    for name in L.ARRAYS:
+    for name in L.arrays_of(record):
         path = L.array_path(shard_dir, s, name)
         try:
             size = path.stat().st_size
@@ -154,7 +154,7 @@ def file_keys(root: Path, manifest: dict) -> Dict[str, list]:
     """{file relative to ``root``: its stat key}; missing files are left out."""
     out = {}
     for sh in manifest["shards"]:
-        for name in L.ARRAYS:
+        for name in L.arrays_of(sh):
             path = L.array_path(root / "shards", sh["shard"], name)
             try:
                 out[str(path.relative_to(root))] = _key(path)

@@ -21,6 +21,8 @@ THROUGHPUT: Dict[str, Tuple[int, float, float, str]] = {
     "gm_mlic/e2e": (448, 126.0, 244.0, "measured (ResNet-101 + RoIAlign)"),
     "gm_mlic/online": (448, 353.0, 341.0,
                        "head: measured as cache mode; + the detector at ~100 img/s, estimated"),
+    "gm_mlic/views": (448, 353.0, 341.0, "head: measured as cache mode; + the views extraction "
+                                         "once (K × train + test images) at the detector's rate"),
     "csra": (448, 215.0, 406.0, "assumed: as resnet (same trunk, loader-bound)"),
     "q2l": (448, 215.0, 406.0, "assumed: as resnet"),
     "asl": (448, 215.0, 406.0, "assumed: as resnet"),
@@ -59,7 +61,8 @@ def run_cost(cfg) -> dict:
     px, tr_rate, ev_rate, source = THROUGHPUT[fam]
     scale = (px / d.image_size) ** 2  # rates taken as ∝ 1 / pixels
     out = {"family": fam, "source": source, "n_train": n_train, "n_test": n_test,
-           "trained": None, "evaluated": None, "detector": 0, "gpu_h": None}
+           "trained": None, "evaluated": None, "detector": 0, "gpu_h": None,
+           "extraction": None, "extraction_h": None, "extraction_key": None}
     if n_train is None or n_test is None:
         return out
     out["trained"], out["evaluated"] = t.epochs * n_train, evals * n_test
@@ -67,6 +70,11 @@ def run_cost(cfg) -> dict:
     if fam == "gm_mlic/online":
         out["detector"] = out["trained"] + out["evaluated"]
         seconds += out["detector"] / DETECTOR_RATE[0]
+    if fam == "gm_mlic/views":  # once per views cache, shared by every run that reads it
+        from ..instances.source import views_key
+        out["extraction"] = cfg.model.views * n_train + n_test
+        out["extraction_h"] = out["extraction"] / DETECTOR_RATE[0] / 3600
+        out["extraction_key"] = views_key(cfg)
     out["gpu_h"] = seconds / 3600
     return out
 
@@ -83,9 +91,16 @@ def describe_cost(runs: Sequence, done: Optional[set] = None) -> str:
              f"or assumed on one {GPU}, scaled by 1/pixels to each run's input size):"]
     tot = {"trained": 0, "evaluated": 0, "detector": 0, "gpu_h": 0.0, "left_h": 0.0}
     unknown: List[str] = []
+    extractions: Dict[str, Tuple[int, float]] = {}  # views cache key → (passes, GPU-h), once
     for r in runs:
         c = run_cost(r.cfg)
         det = f", {_n(c['detector'])} detector passes" if c["detector"] else ""
+        if c["extraction_key"] is not None:
+            first = c["extraction_key"] not in extractions
+            extractions[c["extraction_key"]] = (c["extraction"], c["extraction_h"])
+            det += (f"; views extraction {'(once, counted here)' if first else '(shared, counted above)'}: "
+                    f"{r.cfg.model.views} × {_n(c['n_train'])} + {_n(c['n_test'])} = "
+                    f"{_n(c['extraction'])} detector passes ≈ {c['extraction_h']:.2f} GPU-h")
         h = "? GPU-h (split size unknown)" if c["gpu_h"] is None else f"≈ {c['gpu_h']:.2f} GPU-h"
         mark = " [done]" if r.run_id in done else ""
         lines.append(f"  {r.row.label!r} seed {r.seed}{mark}: {r.cfg.train.epochs} epochs × "
@@ -98,6 +113,10 @@ def describe_cost(runs: Sequence, done: Optional[set] = None) -> str:
             tot[k] += c[k]
         if r.run_id not in done:
             tot["left_h"] += c["gpu_h"]
+    for passes, h in extractions.values():  # one-time views extractions (not in left_h if done)
+        tot["detector"] += passes
+        tot["gpu_h"] += h
+        tot["left_h"] += h
     lines.append(f"suite total: {_n(tot['trained'])} images trained, {_n(tot['evaluated'])} "
                  f"evaluated, {_n(tot['detector'])} detector passes; ≈ {tot['gpu_h']:.1f} GPU-hours "
                  f"estimated ({tot['left_h']:.1f} still to run; on N GPUs with --workers N "

@@ -33,8 +33,9 @@ def _data_key(cfg) -> str:
 
 def stages_of(run, data) -> List[Tuple[str, Callable[[Callable], object]]]:
     """(claim key, fn(log)) of the work a run shares with other rows: its data (generation,
-    side information), the synthetic pretraining its trunks start from (``pretrain:``) and, for a
-    row with a ``detector:`` block, detector + instances."""
+    side information), the synthetic pretraining its trunks start from (``pretrain:``), for a
+    row with a ``detector:`` block, detector + instances, and for a views row, its views caches."""
+    from ..instances import source as instances
     cfg = run.cfg
     out = [(_data_key(cfg), lambda log: data.get(cfg))]
     if getattr(cfg, "pretrain", None) is not None:
@@ -42,9 +43,11 @@ def stages_of(run, data) -> List[Tuple[str, Callable[[Callable], object]]]:
         out.append(("stage-pretrain-" + pretrain.digest(cfg.pretrain),
                     lambda log: pretrain.prepare(cfg.pretrain, log)))
     if getattr(cfg, "detector", None) is not None:
-        from ..instances import source as instances
         out.append(("stage-detector-" + instances.detector_key(cfg),
                     lambda log: instances.prepare(cfg, data.get(cfg)[0], log)))
+    key = instances.views_key(cfg)
+    if key is not None:  # views mode: the views caches (after the detector, if the row trains one)
+        out.append(("stage-views-" + key, lambda log: instances.prepare(cfg, data.get(cfg)[0], log)))
     return out
 
 

@@ -11,17 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-Features = Literal["e2e", "cache", "online"]
+Features = Literal["e2e", "cache", "online", "views"]
 
 
 @dataclass(frozen=True)
 class InstanceSettings:
     """features: ``cache`` (a cache extracted once), ``online`` (the frozen detector on every
-    augmented batch) or ``e2e`` (annotation boxes + RoIAlign on a trainable trunk).
+    augmented batch), ``views`` (the frozen detector on K augmented views of each training
+    image, cached once; each epoch reads one) or ``e2e`` (annotation boxes + RoIAlign on a
+    trainable trunk).
     source: which ``gmbench extract --source`` made the caches (cache mode).
     top_m: instances kept per image; feat_dim: their width (cache / online).
     cache_train / cache_test: explicit cache folders (None: the default place).
-    detector_*: the online detector (weights coco | none | FILE, init seed, resize, input view)."""
+    detector_*: the online / views detector (weights coco | none | FILE, init seed, resize, input view).
+    views: K, augmented views per training image (views mode); view_seed: the seed their
+    crops and flips are drawn from (gmbench/instances/views.py)."""
     features: Features
     source: Literal["detector", "boxes"]
     top_m: int
@@ -33,6 +37,14 @@ class InstanceSettings:
     detector_min_size: int = 800
     detector_max_size: int = 1333
     detector_input: Literal["squashed", "crop"] = "squashed"
+    views: int = 1
+    view_seed: int = 0
+
+    @property
+    def runs_detector(self) -> bool:
+        """The frozen detector of the ``detector_*`` settings runs on transformed views (online
+        on every batch, views mode once per cached view)."""
+        return self.features in ("online", "views")
 
     @property
     def needs_geometry(self) -> bool:
@@ -42,7 +54,7 @@ class InstanceSettings:
     @property
     def reads_detector(self) -> bool:
         """Instances come from a detector (online, or a cache of ``--source detector``)."""
-        return self.features == "online" or (self.features == "cache" and self.source == "detector")
+        return self.runs_detector or (self.features == "cache" and self.source == "detector")
 
     @property
     def reads_annotation_boxes(self) -> bool:

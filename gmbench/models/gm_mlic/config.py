@@ -16,8 +16,9 @@ class GMMLICConfig(BaseModel):
     # Where instance features come from: "cache" = the detector's box-head features
     # (batch["inst_feat"], feat_dim wide), extracted once from the un-augmented image;
     # "online" = the frozen detector runs on every (augmented) batch; "e2e" = trainable
-    # ResNet trunk + RoIAlign on the batch's boxes.
-    features: Literal["e2e", "cache", "online"] = "cache"
+    # ResNet trunk + RoIAlign on the batch's boxes; "views" = the frozen detector's instances
+    # of `views` augmented views per training image, cached once, one view read per epoch.
+    features: Literal["e2e", "cache", "online", "views"] = "cache"
     feat_dim: int = 1024            # width of instance features (cache; online: the box head's)
     # Cache mode: which `gmbench extract --source` made the caches, or explicit cache dirs
     # (default DATA_CACHE/instances/SPLIT-SOURCE-m<top_m>, as `gmbench extract` writes).
@@ -33,6 +34,10 @@ class GMMLICConfig(BaseModel):
     # (the crop squashed to image_size², at test time the whole image squashed); "crop" = the
     # same view at its own aspect ratio in the original image, resized by the detector's rule.
     detector_input: Literal["squashed", "crop"] = "squashed"
+    # Views mode (docs/instances.md, "Views mode"): K augmented views per training image, drawn
+    # with the data's train transform seeded by (view_seed, view, image), like a trunk row's epochs.
+    views: int = 8
+    view_seed: int = 0
     depth: Literal[18, 34, 50, 101, 152] = 101   # ResNet depth of the e2e trunk
     backbone: BackboneName = None   # e2e trunk: timm/<name> instead of the ResNet (roi_layer layer4)
     pretrained: str = "none"        # e2e trunk weights: imagenet | none | /path.pth
@@ -63,7 +68,7 @@ class GMMLICConfig(BaseModel):
             feat_dim=self.feat_dim, cache_train=self.cache_train, cache_test=self.cache_test,
             detector_weights=self.detector_weights, detector_seed=self.detector_seed,
             detector_min_size=self.detector_min_size, detector_max_size=self.detector_max_size,
-            detector_input=self.detector_input)
+            detector_input=self.detector_input, views=self.views, view_seed=self.view_seed)
 
     @model_validator(mode="after")
     def _timm_roi(self):
@@ -80,7 +85,7 @@ class GMMLICConfig(BaseModel):
         return v
 
     @field_validator("top_m", "knn_k", "enc_dim", "roi_size", "feat_dim", "detector_min_size",
-                     "detector_max_size")
+                     "detector_max_size", "views")
     @classmethod
     def _positive(cls, v: int, info) -> int:
         if v < 1:
@@ -109,6 +114,8 @@ MODE_SETTINGS = {
     "cache": ("feat_dim", "instance_source", "cache_train", "cache_test"),
     "online": ("feat_dim", "detector_weights", "detector_min_size", "detector_max_size",
                "detector_seed", "detector_input"),
+    "views": ("feat_dim", "detector_weights", "detector_min_size", "detector_max_size",
+              "detector_seed", "detector_input", "views", "view_seed"),
 }
 
 

@@ -39,9 +39,9 @@ class GMMLIC(MLICModel):
     def __init__(self, cfg: GMMLICConfig, word_embeddings: np.ndarray, label_ratios: np.ndarray):
         super().__init__()
         self.cfg = cfg
-        # cache: features come from the instance cache the runner opens; the image is not read.
-        self.needs_instance_features = cfg.features == "cache"
-        self.needs_images = cfg.features != "cache"
+        # cache / views: features come from the instance cache the runner opens; no image is read.
+        self.needs_instance_features = cfg.features in ("cache", "views")
+        self.needs_images = not self.needs_instance_features
         self.needs_boxes = cfg.features != "online"   # online: the detector makes the boxes
         object.__setattr__(self, "_extractor", None)
         word = torch.as_tensor(np.asarray(word_embeddings), dtype=torch.float32)
@@ -126,7 +126,7 @@ class GMMLIC(MLICModel):
                 raise KeyError(f"gm_mlic needs batch[{key!r}] (instance boxes); the data "
                                f"loader must provide boxes for methods with needs_boxes=True")
         feats = None
-        if self.cfg.features == "cache":
+        if self.needs_instance_features:
             if "inst_feat" not in batch:
                 raise KeyError("gm_mlic with model.features=cache needs batch['inst_feat'] "
                                "(the instance cache); use model.features=e2e without a cache")
