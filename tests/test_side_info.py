@@ -240,5 +240,8 @@ def test_default_cache_dir(tmp_path, monkeypatch):
         == tmp_path / "x"
     monkeypatch.setattr(base.os, "access", lambda *a: False)  # a read-only data folder
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GMBENCH_CACHE")
     got = data_cache_dir(cfg, tmp_path)
     assert got.parent == tmp_path / "home" / ".cache" / "gmbench" and got.name.startswith("voc2007-")
+    monkeypatch.setenv("GMBENCH_CACHE", str(tmp_path / "own"))  # gmbench's cache, where it is set
+    assert data_cache_dir(cfg, tmp_path).parent == tmp_path / "own"

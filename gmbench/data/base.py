@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AnnotationError, ConfigError  # noqa: F401  (AnnotationError: re-exported)
 from ..registry import AugmentationName
+from ..utils.io import cache_home
 
 
 @dataclass
@@ -154,7 +155,7 @@ class DatasetSpec:
 def data_cache_dir(cfg: DataConfig, root) -> Optional[Path]:
     """Where everything derived from a dataset is cached (side information, detectors,
     instance caches): ``data.cache_dir``, else ROOT/.gmbench when ROOT is writable, else
-    ~/.cache/gmbench/<name>-<hash of ROOT> (read-only data folders are common on clusters);
+    GMBENCH_CACHE/<name>-<hash of ROOT> (read-only data folders are common on clusters);
     None when neither a cache_dir nor a root is known (a dry run without data.root).
     The one place this rule is written."""
     if cfg.cache_dir:
@@ -165,7 +166,7 @@ def data_cache_dir(cfg: DataConfig, root) -> Optional[Path]:
     if not root.exists() or os.access(root, os.W_OK):
         return root / ".gmbench"
     tag = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:12]
-    return Path.home() / ".cache" / "gmbench" / f"{cfg.name}-{tag}"
+    return cache_home() / f"{cfg.name}-{tag}"
 
 
 def require_folder(root: str, why: str) -> Path:

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 from pydantic import Field
 
 from ..registry import AugmentationName, register_dataset
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, cache_home
 from .base import MIN_IMAGE_SIZE, DataConfig, DatasetSpec, LabelSet, require_folder
 from .coco import read_coco_annotations
 
@@ -232,14 +232,14 @@ class SyntheticSpec(DatasetSpec):
             return
         require_folder(cfg.root, f"the synthetic images are generated into an existing folder "
                        f"only. Create it first, or leave data.root unset to use the cache "
-                       f"({os.environ.get('GMBENCH_CACHE', '~/.cache/gmbench')}/synthetic/"
+                       f"({cache_home()}/synthetic/"
                        f"<settings hash>)")
 
     def prepare_root(self, cfg: SyntheticConfig) -> Path:
         if cfg.root:
             root = Path(cfg.root).expanduser()
         else:
-            base = Path(cfg.cache_dir or os.environ.get("GMBENCH_CACHE", "~/.cache/gmbench")).expanduser()
+            base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else cache_home()
             root = base / "synthetic" / _config_key(cfg)
         for split in self.splits:
             generate_split(cfg, root, split)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ..models.instance_settings import instance_settings
-from ..utils.io import atomic_torch_save, atomic_write_json, config_digest, sha256_file
+from ..utils.io import atomic_torch_save, atomic_write_json, cache_home, config_digest, sha256_file
 from .config import FORMAT, SYNTHETIC, SyntheticPretrainConfig
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ def digest(p: SyntheticPretrainConfig) -> str:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("GMBENCH_CACHE", "~/.cache/gmbench")).expanduser() / "pretrain"
+    return cache_home() / "pretrain"
 
 
 def weights_path(p: SyntheticPretrainConfig) -> Path:

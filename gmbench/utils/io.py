@@ -136,6 +136,13 @@ def atomic_numpy_save(path: PathLike, array) -> Path:
     return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
+def cache_home() -> Path:
+    """gmbench's own cache: ``GMBENCH_CACHE``, default ``~/.cache/gmbench`` (generated data,
+    the synthetic pretraining, derived data of read-only dataset folders). Read on each call, so
+    a test or a job can point it elsewhere."""
+    return Path(os.environ.get("GMBENCH_CACHE", "~/.cache/gmbench")).expanduser()
+
+
 def config_digest(obj: Any) -> str:
     """16 hex digits of the sha256 of a JSON-able object with sorted keys: the one hash that
     names run ids, records' ``config_hash`` and trained detectors."""
