@@ -19,7 +19,7 @@ from gmbench.utils.io import read_jsonl
 from latex_page import compile_page, measure, page, require_pdflatex
 from test_paper_suites import FIGURES, SUITES, fabricate
 
-ALL = SUITES + ["demo"]
+ALL = SUITES
 
 
 def _render_png(pdf: Path, name: str):

@@ -20,7 +20,7 @@ from test_paper_suites import METRICS, SUITES, fabricate
 @pytest.fixture(scope="module")
 def recs(tmp_path_factory):
     out = tmp_path_factory.mktemp("render")
-    return {name: read_jsonl(fabricate(name, out)[0] / "runs.jsonl") for name in SUITES + ["demo"]}
+    return {name: read_jsonl(fabricate(name, out)[0] / "runs.jsonl") for name in SUITES}
 
 
 def test_std_keeps_a_nonzero_spread_visible():
