@@ -170,6 +170,8 @@ def _prepare_detector(cfg, root, log) -> dict:
 def _train_and_extract(cfg, root, key: str, log) -> dict:
     import torch
 
+    from ..utils.env import torch_threads
+
     from ..data import get_spec
     from ..detector.train import train_detector
     from .extract import DetectorConfig, DetectorSource
@@ -183,10 +185,7 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
     train = spec.read_labels(root, d.train_split, d)
     test = spec.read_labels(root, d.test_split, d)
     base = data_cache_dir(d, root)
-    threads = torch.get_num_threads()
-    try:
-        if dcfg.num_threads:
-            torch.set_num_threads(dcfg.num_threads)
+    with torch_threads(dcfg.num_threads):
         log(f"   detector {key}: {dcfg.arch} on {d.name}/{d.train_split} boxes "
             f"({base / 'detectors' / key})")
         rec = train_detector(dcfg, train, test, base / "detectors" / key, dataset=d.name,
@@ -212,8 +211,6 @@ def _train_and_extract(cfg, root, key: str, log) -> dict:
             if not res["complete"]:
                 raise RuntimeError(f"extraction into {out} did not complete; rerun to continue")
             caches.append(str(out))
-    finally:
-        torch.set_num_threads(threads)
     ap = (rec.get("box_ap") or {}).get("AP50")
     info = {"weights": str(weights), "sha256": rec["sha256"], "record": str(weights.parent / "record.json"),
             "caches": caches, "box_AP50": ap, "seconds": round(time.perf_counter() - t0, 2)}

@@ -216,9 +216,8 @@ def prepare(p: SyntheticPretrainConfig, log: Callable[[str], None] = print) -> d
     """Train the weights of ``p`` unless the cache holds them. Rank 0 works, other ranks wait
     and read its manifest. Returns {"weights", "sha256", "digest", "val_mAP", "seconds",
     "trained"} ("trained": False when the cache had them)."""
-    import torch
-
     from ..utils import dist
+    from ..utils.env import torch_threads
     key = digest(p)
     if key in _PREPARED:
         return _PREPARED[key]
@@ -230,15 +229,10 @@ def prepare(p: SyntheticPretrainConfig, log: Callable[[str], None] = print) -> d
         trained = False
         if dist.is_main() and (man is None or not path.is_file()
                                or sha256_file(path) != man.get("sha256")):
-            threads = torch.get_num_threads()
-            try:
-                if p.num_threads:
-                    torch.set_num_threads(p.num_threads)
+            with torch_threads(p.num_threads):
                 log(f"   synthetic pretraining {key}: ResNet-{p.depth} on {p.n_images} generated "
                     f"images (world seed {p.data_seed}), {p.epochs} epochs → {path}")
                 res = train(p, log)
-            finally:
-                torch.set_num_threads(threads)
             atomic_torch_save({"format": FORMAT, "digest": key, "settings": p.key_settings(),
                                "state_dict": res["state_dict"]}, path)
             man = {"format": FORMAT, "digest": key, "settings": p.key_settings(),

@@ -5,7 +5,8 @@ import importlib.metadata as md
 import platform
 import subprocess
 from pathlib import Path
-from typing import Dict
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional
 
 import torch
 
@@ -72,3 +73,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # warn_only: an op without a deterministic kernel is named in a warning, not fatal.
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+@contextmanager
+def torch_threads(n: Optional[int]) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block (None/0: unchanged), then restored:
+    a stage with its own ``num_threads`` (detector, pretraining) leaves the run's as it was."""
+    before = torch.get_num_threads()
+    try:
+        if n:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(before)
